@@ -1,0 +1,62 @@
+"""Benchmarks that print ratios measured in one run (never timed tests).
+
+``attnkit bench SUITE`` or ``python -m attnkit.bench SUITE``; ``--json PATH`` writes the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable, Sequence
+
+import torch
+
+from . import core
+
+# suite name -> (run function, table columns, one-line description)
+SUITES: dict[str, tuple[Callable[..., list[dict]], list[tuple[str, str, str]], str]] = {
+    "core": (core.run, core.COLUMNS, "fused attention map vs the eager formula, forward+backward"),
+}
+
+
+def hardware() -> dict:
+    """What the figures were measured on."""
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = names[0] if names else info["cpu"]
+    except OSError:
+        pass
+    return info
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """Rows as an aligned text table (None shows as 'n/a')."""
+    header = [title for _, title, _ in columns]
+    body = [[("n/a" if row.get(key) is None else fmt.format(row[key])) for key, _, fmt in columns] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_suite(name: str, json_path: str | None = None, **options) -> list[dict]:
+    """Run one suite, print its table, optionally write JSON; returns the rows."""
+    if name not in SUITES:
+        raise KeyError(f"unknown benchmark suite {name!r}; choose from {', '.join(SUITES)}")
+    run, columns, description = SUITES[name]
+    print(f"attnkit bench {name}: {description}")
+    rows = run(**options)
+    print(format_table(rows, columns))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"suite": name, "hardware": hardware(), "options": options, "rows": rows}, f, indent=2)
+        print(f"wrote {json_path}")
+    return rows

@@ -1,0 +1,286 @@
+"""Capture intermediate features of any ``nn.Module`` and pair student with teacher layers.
+
+Layers are named by their module path, exactly as ``model.named_modules()`` names them (``"layer2"``,
+``"features.7"``, ``"layer3.1.conv2"``). Outputs are captured with forward hooks that are removed when the
+``with`` block ends, also when it ends with an exception.
+
+>>> import torch
+>>> from torch import nn
+>>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+>>> with FeatureCapture(model, ["1", "2"]) as features:
+...     _ = model(torch.randn(2, 3, 8, 8))
+>>> [tuple(features[k].shape) for k in ("1", "2")]
+[(2, 8, 8, 8), (2, 8, 4, 4)]
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "FeatureCapture",
+    "LayerPair",
+    "extract_features",
+    "pair_layers",
+    "resolution_groups",
+    "resolve_module",
+]
+
+
+def resolve_module(model: nn.Module, path: str) -> nn.Module:
+    """Return the submodule at ``path`` (as ``named_modules()`` names it), or raise naming close valid paths."""
+    modules = dict(model.named_modules())
+    if path in modules and path != "":
+        return modules[path]
+    names = [name for name in modules if name]
+    close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
+    hint = f"closest valid paths: {', '.join(close)}" if close else f"top-level modules: {', '.join(n for n, _ in model.named_children())}"
+    raise KeyError(f"{type(model).__name__} has no module at path {path!r}; {hint}")
+
+
+class FeatureCapture:
+    """Context manager that records the outputs of the modules at ``paths`` during forward passes.
+
+    ``with FeatureCapture(model, paths) as features: model(x)`` fills the dict ``features`` (path -> output
+    tensor, in the order of ``paths``). A module that runs several times in one forward keeps its last output.
+    All paths are checked before any hook is installed; every hook is removed on exit, also after an error.
+
+    Args:
+        model: any module.
+        paths: module paths to capture.
+        detach: store detached outputs (for inspection), instead of outputs in the autograd graph (for losses).
+    """
+
+    def __init__(self, model: nn.Module, paths: Iterable[str], detach: bool = False) -> None:
+        self.paths = list(dict.fromkeys(paths))
+        if not self.paths:
+            raise ValueError("no module paths given to capture; pass at least one path")
+        self.modules = {path: resolve_module(model, path) for path in self.paths}
+        self.detach = detach
+        self.features: dict[str, Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, path: str):
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, Tensor):
+                raise TypeError(
+                    f"module {path!r} ({type(module).__name__}) returned {type(output).__name__}, not a tensor; "
+                    "capture a submodule that returns a tensor"
+                )
+            self.features[path] = output.detach() if self.detach else output
+
+        return record
+
+    def __enter__(self) -> dict[str, Tensor]:
+        self.features.clear()
+        try:
+            for path, module in self.modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(path)))
+        except BaseException:
+            self.remove()
+            raise
+        return self.features
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this object installed (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def ordered(self) -> list[Tensor]:
+        """The captured outputs in the order of ``paths``; raises if a module did not run."""
+        missing = [p for p in self.paths if p not in self.features]
+        if missing:
+            raise RuntimeError(f"modules {missing} did not run in the forward pass, so nothing was captured")
+        return [self.features[p] for p in self.paths]
+
+
+def extract_features(
+    model: nn.Module, x: Tensor, paths: Sequence[str], detach: bool = False
+) -> tuple[Any, list[Tensor]]:
+    """Run ``model(x)`` once and return ``(output, [features at each path])``."""
+    capture = FeatureCapture(model, paths, detach=detach)
+    with capture:
+        output = model(x)
+    return output, capture.ordered()
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """A student layer and the teacher layer whose attention it learns, with their output shapes (C, H, W)."""
+
+    student: str
+    teacher: str
+    student_shape: tuple[int, ...] = ()
+    teacher_shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _GroupOutput:
+    path: str
+    shape: tuple[int, int, int]  # (C, H, W)
+
+
+def resolution_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:
+    """The output layer of each resolution group of ``model``, from the highest resolution to the lowest.
+
+    Models with a ``feature_info`` attribute (every attnkit model) name their attention points themselves.
+    For any other model one forward pass is traced (no gradient, every module in eval mode, modes restored):
+    the group output of a resolution is the module whose output tensor feeds the first downsampling module
+    (for a ResNet stage, the stage itself, not the pre-activation BN-ReLU of the next stage); the last group is
+    the last module with a spatial output before global pooling. Among modules returning the same tensor the
+    shallowest path wins (``layer1`` rather than ``layer1.1``).
+    """
+    if hasattr(model, "feature_info"):
+        paths = [info.module for info in model.feature_info]
+        with _eval_no_grad(model):
+            _, feats = extract_features(model, example_input, paths, detach=True)
+        return [_GroupOutput(p, tuple(f.shape[1:])) for p, f in zip(paths, feats)]
+    return _trace_groups(model, example_input)
+
+
+class _eval_no_grad:
+    """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.flags = {m: m.training for m in model.modules()}
+
+    def __enter__(self) -> None:
+        self.model.eval()
+        self._grad = torch.no_grad()
+        self._grad.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._grad.__exit__(*exc_info)
+        for module, flag in self.flags.items():
+            module.training = flag
+
+
+def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:
+    events: list[tuple[str, str, Tensor | None]] = []  # (kind, path, first tensor) in execution order
+    handles = []
+    for path, module in model.named_modules():
+        if path:
+            handles.append(module.register_forward_pre_hook(lambda m, a, p=path: events.append(("in", p, _first_tensor(a)))))
+            handles.append(module.register_forward_hook(lambda m, a, o, p=path: events.append(("out", p, _first_tensor(o)))))
+    try:
+        with _eval_no_grad(model):
+            model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    starts: dict[str, int] = {}
+    inputs: dict[str, Tensor | None] = {}
+    outputs: list[tuple[int, str, Tensor]] = []  # (event index, path, 4-D output)
+    for index, (kind, path, tensor) in enumerate(events):
+        if kind == "in":
+            starts.setdefault(path, index)
+            inputs.setdefault(path, tensor)
+        elif _spatial(tensor) is not None:
+            outputs.append((index, path, tensor))
+
+    def producer(tensor: Tensor, before: int) -> str | None:
+        # Shallowest module returning this very tensor, the one finishing last among equals; if a functional
+        # op made it, the last module before `before` with an output of the same resolution.
+        same = [p for _, p, t in outputs if t is tensor]
+        if same:
+            return min(reversed(same), key=lambda p: p.count("."))
+        earlier = [p for i, p, t in outputs if i < before and _spatial(t) == _spatial(tensor)]
+        return earlier[-1] if earlier else None
+
+    # Downsampling modules in the order they start: the outermost one (a whole stage) comes first.
+    groups: dict[tuple[int, int], str] = {}
+    for index, path, out in sorted(outputs, key=lambda e: starts[e[1]]):
+        given = inputs[path]
+        resolution = _spatial(given)
+        if resolution is None or resolution == _spatial(out) or given is example_input or resolution in groups:
+            continue
+        source = producer(given, starts[path])
+        if source is not None:
+            groups[resolution] = source
+    spatial_outputs = [(i, p, t) for i, p, t in outputs if _spatial(t) != (1, 1)]
+    if spatial_outputs:
+        index, path, last = spatial_outputs[-1]
+        groups.setdefault(_spatial(last), producer(last, index) or path)
+    shapes = {p: tuple(t.shape[1:]) for _, p, t in outputs}
+    ordered = sorted(groups.items(), key=lambda kv: -(kv[0][0] * kv[0][1]))
+    return [_GroupOutput(path, shapes[path]) for _, path in ordered]
+
+
+def _first_tensor(value: Any) -> Tensor | None:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
+        return value[0]
+    return None
+
+
+def _spatial(tensor: Tensor | None) -> tuple[int, int] | None:
+    return tuple(tensor.shape[-2:]) if tensor is not None and tensor.dim() == 4 else None
+
+
+def pair_layers(
+    student: nn.Module,
+    teacher: nn.Module,
+    example_input: Tensor,
+    mapping: Mapping[str, str] | None = None,
+) -> list[LayerPair]:
+    """Pair student and teacher layers for attention transfer.
+
+    By default, group by group at equal output resolution: the last layer of each resolution group of the
+    student is paired with the teacher's at the same resolution, as the paper does for networks of different
+    depth (WRN-16-1 <- WRN-40-1 pairs the three group outputs). An explicit ``mapping`` (student path ->
+    teacher path) overrides this; its paths are checked and their shapes reported.
+
+    Args:
+        student, teacher: the two networks (any ``nn.Module``).
+        example_input: one batch (B >= 1) that both networks accept, e.g. ``torch.zeros(1, 3, 32, 32)``.
+        mapping: optional explicit pairs.
+
+    Returns:
+        One :class:`LayerPair` per pair, from high to low resolution.
+    """
+    if mapping is not None:
+        if not mapping:
+            raise ValueError("mapping is empty: give at least one student path -> teacher path pair")
+        for side, model, paths in (("student", student, mapping.keys()), ("teacher", teacher, mapping.values())):
+            for path in paths:
+                try:
+                    resolve_module(model, path)
+                except KeyError as err:
+                    raise KeyError(f"{side}: {err.args[0]}") from None
+        s_shapes = _shapes(student, example_input, list(mapping.keys()))
+        t_shapes = _shapes(teacher, example_input, list(mapping.values()))
+        return [LayerPair(s, t, s_shapes[s], t_shapes[t]) for s, t in mapping.items()]
+
+    s_groups = resolution_groups(student, example_input)
+    t_groups = resolution_groups(teacher, example_input)
+    t_by_res = {g.shape[1:]: g for g in t_groups}
+    pairs = [LayerPair(s.path, t_by_res[s.shape[1:]].path, s.shape, t_by_res[s.shape[1:]].shape)
+             for s in s_groups if s.shape[1:] in t_by_res]
+    if not pairs:
+        if len(s_groups) != len(t_groups) or not s_groups:
+            raise ValueError(
+                f"cannot pair layers: student groups {[(g.path, g.shape) for g in s_groups]} and teacher groups "
+                f"{[(g.path, g.shape) for g in t_groups]} share no resolution; pass mapping={{student_path: teacher_path}}"
+            )
+        # Same number of groups at different resolutions: pair in order; at_loss resizes the maps.
+        pairs = [LayerPair(s.path, t.path, s.shape, t.shape) for s, t in zip(s_groups, t_groups)]
+    return pairs
+
+
+def _shapes(model: nn.Module, example_input: Tensor, paths: list[str]) -> dict[str, tuple[int, ...]]:
+    with _eval_no_grad(model):
+        _, feats = extract_features(model, example_input, paths, detach=True)
+    return {p: tuple(f.shape[1:]) for p, f in zip(paths, feats)}

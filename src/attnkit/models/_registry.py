@@ -1,0 +1,62 @@
+"""The model registry: ``register_model`` for entry functions, ``create_model`` / ``list_models`` for users.
+
+Each registered entry function only sets arguments and calls one builder (timm's style), e.g.::
+
+    @register_model
+    def wrn_16_1(**kwargs) -> WideResNet:
+        return _create_wrn(depth=16, width=1, **kwargs)
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["create_model", "is_model", "list_models", "register_model"]
+
+_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its function name; registering a name twice is an error."""
+    name = fn.__name__
+    if name in _ENTRYPOINTS:
+        previous = _ENTRYPOINTS[name]
+        raise ValueError(
+            f"model name {name!r} is already registered by {previous.__module__}.{previous.__qualname__}; "
+            "choose another function name"
+        )
+    _ENTRYPOINTS[name] = fn
+    return fn
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, optionally filtered by a shell-style pattern (``"wrn_*"``)."""
+    names = sorted(_ENTRYPOINTS)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` is a registered model."""
+    return name in _ENTRYPOINTS
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with ``num_classes`` outputs; ``kwargs`` go to its builder.
+
+    Every model accepts ``in_chans`` (input channels, default 3) besides its own options.
+
+    >>> model = create_model("wrn_16_1", num_classes=10)
+    >>> sum(p.numel() for p in model.parameters())
+    175066
+    """
+    if name not in _ENTRYPOINTS:
+        close = difflib.get_close_matches(name, _ENTRYPOINTS, n=5, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else "see attnkit.models.list_models()"
+        raise KeyError(f"unknown model {name!r}; {hint}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return _ENTRYPOINTS[name](num_classes=num_classes, **kwargs)
