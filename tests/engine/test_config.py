@@ -63,3 +63,15 @@ def test_needs_teacher_and_double_backprop_flags():
     assert not RunConfig().distill.needs_teacher
     config = config_from_dict({"distill": {"kd_alpha": 0.9, "flip_beta": 0.5}})
     assert config.distill.needs_teacher and config.distill.double_backprop
+
+
+def test_recipe_inherits_from_a_base(tmp_path):
+    (tmp_path / "schedules").mkdir()
+    (tmp_path / "schedules" / "cifar.yaml").write_text(
+        "data: {name: cifar10, batch_size: 128}\noptim: {lr: 0.1, epochs: 200, milestones: [60, 120, 160]}\n")
+    (tmp_path / "student.yaml").write_text("base: schedules/cifar.yaml\nmodel: {name: wrn_16_1}\noptim: {epochs: 10}\n")
+    config = config_from_dict(load_recipe(tmp_path / "student.yaml"))
+    assert (config.data.name, config.optim.lr, config.optim.epochs, config.model.name) == ("cifar10", 0.1, 10, "wrn_16_1")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_recipe(tmp_path / "loop.yaml")

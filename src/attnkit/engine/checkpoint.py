@@ -201,7 +201,10 @@ def load_model(
     state, info = load_weights(file)
     if not info and model_name is None:
         raise ValueError(f"{file} carries no attnkit metadata; say which architecture it is (model_name=...)")
-    name = info.get("model", model_name)
+    name = info.get("model", model_name) or model_name
+    if name is None:
+        raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that is not in the registry; "
+                         "build it yourself and call load_state_dict(attnkit.engine.checkpoint.load_weights(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
     model = create_model(name, num_classes=info.get("num_classes", 10), in_chans=info.get("in_chans", 3),

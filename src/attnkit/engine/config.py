@@ -118,6 +118,7 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
     channels_last: str = "auto"  # auto (on CUDA only) | on | off
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
+    sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
     progress: str = "auto"  # auto (a bar on a terminal, none under CI) | on | off
@@ -248,6 +249,7 @@ def validate(config: RunConfig) -> None:
                      f"must be 'student_path:teacher_path', got {pair!r}")
     _require(not (config.compile and k.double_backprop), "compile",
              "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta)")
+    _require(not config.sync_bn or config.device != "cpu", "sync_bn", "SyncBatchNorm needs CUDA devices; drop sync_bn for CPU runs")
     _require(config.precision in ("auto", "fp32", "bf16", "fp16"), "precision", f"must be auto, fp32, bf16 or fp16, got {config.precision!r}")
     _require(config.channels_last in ("auto", "on", "off"), "channels_last", f"must be auto, on or off, got {config.channels_last!r}")
     _require(config.progress in ("auto", "on", "off"), "progress", f"must be auto, on or off, got {config.progress!r}")
@@ -256,15 +258,34 @@ def validate(config: RunConfig) -> None:
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe into a nested dict (validated later by :func:`config_from_dict`)."""
-    path = Path(path)
+    """Read a YAML recipe into a nested dict (validated later by :func:`config_from_dict`).
+
+    A recipe may start from another: ``base: ../schedules/cifar.yaml`` (a path relative to the recipe) is
+    read first and the recipe's own sections are merged over it, key by key.
+    """
+    return _load_recipe(Path(path), seen=())
+
+
+def _load_recipe(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError("recipe", f"no recipe file at {path}")
+        raise ConfigError("recipe" if not seen else "base", f"no recipe file at {path}")
+    if path.resolve() in seen:
+        raise ConfigError("base", f"recipes inherit from each other in a cycle: {' -> '.join(map(str, (*seen, path)))}")
     with open(path) as f:
         values = yaml.safe_load(f) or {}
     if not isinstance(values, dict):
         raise ConfigError("recipe", f"{path} must contain a mapping of sections (model, data, optim, distill, ...)")
-    return values
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return _merge(_load_recipe(path.parent / base, (*seen, path.resolve())), values)
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
+    return merged
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -134,7 +134,7 @@ class Trainer:
 
         self.train_loader, self.test_loader, data_info = self._build_data(train_loader, test_loader)
         self.model = (model or self._build_model(data_info)).to(self.device)
-        self.info = self._run_info(data_info)
+        self.info = self._run_info(data_info, custom_model=model)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else self._load_teacher()
         self.amp_dtype = resolve_precision(config.precision, self.device)
         self.autocast = functools.partial(autocast, self.device, self.amp_dtype)
@@ -189,9 +189,11 @@ class Trainer:
         except TypeError as err:
             raise ConfigError("model.kwargs", str(err)) from None
 
-    def _run_info(self, data_info: dict[str, Any]) -> dict[str, Any]:
-        return {"model": self.config.model.name, "model_kwargs": self.config.model.kwargs, **data_info,
-                "versions": library_versions()}
+    def _run_info(self, data_info: dict[str, Any], custom_model: nn.Module | None) -> dict[str, Any]:
+        # A model passed in by the caller is not in the registry: record its class, not a name to rebuild it by.
+        name = self.config.model.name if custom_model is None else None
+        return {"model": name, "model_class": type(self.model).__qualname__, "model_kwargs": self.config.model.kwargs,
+                **data_info, "versions": library_versions()}
 
     def _load_teacher(self) -> nn.Module | None:
         d = self.config.distill
@@ -247,6 +249,10 @@ class Trainer:
             model(x).float().sum().backward()
 
     def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.dist.enabled and self.config.sync_bn:
+            if self.device.type != "cuda":
+                raise ConfigError("sync_bn", "SyncBatchNorm needs CUDA devices; drop sync_bn for CPU runs")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.dist.enabled:
             model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
         if self.config.compile:
@@ -325,15 +331,7 @@ class Trainer:
         batches = self.log.progress(self.train_loader.epoch_batches(epoch, start), steps - start, f"epoch {epoch + 1}")
         images_seen = 0
         for step, (images, labels) in enumerate(batches, start=start):
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            result = self.objective(self.train_model, images, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
-            if self.config.optim.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self._trainable_parameters(), self.config.optim.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
+            result = self.train_step(images, labels)
             meter.update(result, labels)
             images_seen += labels.numel()
             if self.device.type == "cpu" or step % 50 == 0:  # on GPUs, synchronise only now and then
@@ -346,6 +344,19 @@ class Trainer:
                 self._save_checkpoint(epoch, step + 1, meter.state())
         self._check_finite(meter, epoch, steps - 1)
         return meter.summary(self.dist), images_seen * self.dist.world_size
+
+    def train_step(self, images: Tensor, labels: Tensor) -> StepResult:
+        """One optimisation step on a batch: loss, backward, (clip), optimiser and schedule step."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        result = self.objective(self.train_model, images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        if self.config.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self._trainable_parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return result
 
     def _check_finite(self, meter: EpochMeter, epoch: int, step: int) -> None:
         if not meter.finite():
