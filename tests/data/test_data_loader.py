@@ -29,7 +29,7 @@ def _raw(loader, images: torch.Tensor) -> torch.Tensor:
 
 # --- crop and flip, exact -------------------------------------------------------------------------------
 
-NINE = torch.arange(1, 10, dtype=torch.uint8).view(1, 3, 3, 1)  # [[1,2,3],[4,5,6],[7,8,9]] as (N, H, W, C)
+NINE = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)  # [[1,2,3],[4,5,6],[7,8,9]] as (N, C, H, W)
 
 
 @pytest.mark.parametrize(
@@ -46,21 +46,21 @@ NINE = torch.arange(1, 10, dtype=torch.uint8).view(1, 3, 3, 1)  # [[1,2,3],[4,5,
 )
 def test_crop_flip_by_hand(mode, top, left, flip, expected):
     out = crop_flip(NINE, torch.tensor([0]), torch.tensor([top]), torch.tensor([left]), torch.tensor([flip]), 1, mode)
-    assert out[0, :, :, 0].tolist() == expected
+    assert out[0, 0].tolist() == expected
 
 
 @pytest.mark.parametrize("mode, numpy_mode", [("reflect", "reflect"), ("symmetric", "symmetric"), ("zeros", "constant")])
 def test_crop_flip_equals_pad_slice_flip_for_every_offset(mode, numpy_mode):
-    images = _data(2, channels=2, size=5).images.permute(0, 2, 3, 1).contiguous()  # (2, 5, 5, 2)
+    images = _data(2, channels=2, size=5).images  # (2, 2, 5, 5)
     pad = 3
-    padded = np.pad(images.numpy(), ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=numpy_mode)  # the reference
+    padded = np.pad(images.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode=numpy_mode)  # the reference
     for top in range(2 * pad + 1):
         for left in range(2 * pad + 1):
             for flip in (False, True):
                 out = crop_flip(images, torch.tensor([1, 0]), torch.tensor([top, top]), torch.tensor([left, left]),
                                 torch.tensor([flip, flip]), pad, mode)
-                expected = padded[[1, 0], top:top + 5, left:left + 5]
-                np.testing.assert_array_equal(out.numpy(), expected[:, :, ::-1] if flip else expected)
+                expected = padded[[1, 0], :, top:top + 5, left:left + 5]
+                np.testing.assert_array_equal(out.numpy(), expected[..., ::-1] if flip else expected)
 
 
 # --- the loader -----------------------------------------------------------------------------------------
@@ -95,16 +95,15 @@ def test_train_shuffles_sees_every_sample_at_most_once_and_drops_the_rest():
 def test_every_training_sample_is_a_padded_crop_possibly_flipped_of_its_image():
     data = _data(6, size=6)
     loader = DeviceLoader(data, 3, train=True, pad=2, seed=3)
-    nhwc = data.images.permute(0, 2, 3, 1).contiguous()
     seen_flip = seen_shift = False
     for images, labels in _epoch(loader):
         raw = _raw(loader, images)
         for x, i in zip(raw, labels.tolist()):
             candidates = {
-                (t, l, f): crop_flip(nhwc, torch.tensor([i]), torch.tensor([t]), torch.tensor([l]), torch.tensor([f]), 2)[0]
+                (t, l, f): crop_flip(data.images, torch.tensor([i]), torch.tensor([t]), torch.tensor([l]), torch.tensor([f]), 2)[0]
                 for t in range(5) for l in range(5) for f in (False, True)
             }
-            matches = [key for key, c in candidates.items() if torch.equal(c.permute(2, 0, 1).float(), x)]
+            matches = [key for key, c in candidates.items() if torch.equal(c.float(), x)]
             assert matches, f"sample {i} is no crop of its image"
             seen_flip |= any(f for _, _, f in matches) and not any(not f for _, _, f in matches)
             seen_shift |= (2, 2) not in {(t, l) for t, l, _ in matches}

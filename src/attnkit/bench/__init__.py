@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import core
+from . import core, loader
 
 # suite name -> (run function, table columns, one-line description)
 SUITES: dict[str, tuple[Callable[..., list[dict]], list[tuple[str, str, str]], str]] = {
     "core": (core.run, core.COLUMNS, "fused attention map vs the eager formula, forward+backward"),
+    "loader": (loader.run, loader.COLUMNS, "DeviceLoader vs a per-sample DataLoader pipeline, CIFAR-shaped, images/s"),
 }
 
 

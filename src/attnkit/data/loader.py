@@ -1,7 +1,7 @@
 """Loaders: the whole data set on the device with batched augmentation (airbench's way), or streaming from files.
 
 * :class:`DeviceLoader` keeps an :class:`~attnkit.data.ImageTensors` set on the training device as one uint8
-  tensor and builds each batch with a handful of tensor operations: index, pad + random crop and horizontal
+  tensor and builds each batch with a handful of tensor operations: select, pad + random crop and horizontal
   flip for the whole batch in one gather, conversion to float, normalisation. No per-sample Python.
 * :class:`FolderLoader` streams an :class:`~attnkit.data.folder.ImageFolderData` set through
   ``torch.utils.data.DataLoader`` workers that decode with Pillow (random resized crop + flip for training,
@@ -69,7 +69,7 @@ def crop_flip(
     """Pad, crop back to the original size at (top, left) and optionally flip, for a whole batch in one gather.
 
     Args:
-        images: (N, H, W, C) the source images (channels last, so each gathered pixel is one contiguous run).
+        images: (N, C, H, W) the source images, contiguous.
         index: (b,) which images.
         top, left: (b,) crop corners in the padded image, in ``0 .. 2 * pad``.
         flip: (b,) bool, mirror the crop left-right.
@@ -77,18 +77,21 @@ def crop_flip(
         mode: one of :data:`PAD_MODES`.
 
     Returns:
-        (b, H, W, C), the same dtype as ``images``. Equal to padding each image, slicing
-        ``[top:top + H, left:left + W]`` and flipping where ``flip``, which the tests check.
+        (b, C, H, W), the dtype of ``images``. Equal to padding each image, slicing
+        ``[top:top + H, left:left + W]`` and flipping where ``flip`` (checked against ``numpy.pad`` in the tests).
+        The padded images are never built: each output pixel reads its source pixel directly.
     """
-    _, height, width, _ = images.shape
+    _, channels, height, width = images.shape
     rows = top[:, None] - pad + torch.arange(height, device=top.device)  # (b, H) rows of the padded image
     cols = left[:, None] - pad + torch.arange(width, device=left.device)  # (b, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flipped crop reads its columns backwards
     rows, row_inside = _fold(rows, height, mode)
     cols, col_inside = _fold(cols, width, mode)
-    out = images[index[:, None, None], rows[:, :, None], cols[:, None, :]]  # (b, H, W, C)
+    source = (rows[:, :, None] * width + cols[:, None, :]).flatten(1)  # (b, H*W) flat pixel read by each output pixel
+    batch = images.index_select(0, index).flatten(2)  # (b, C, H*W)
+    out = batch.gather(2, source[:, None, :].expand(-1, channels, -1)).view(-1, channels, height, width)
     if mode == "zeros":
-        out = out * (row_inside[:, :, None, None] & col_inside[:, None, :, None])
+        out = out * (row_inside[:, None, :, None] & col_inside[:, None, None, :])  # padding pixels read as 0
     return out
 
 
@@ -108,10 +111,8 @@ def _normalizer(mean, std, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 def _to_float(batch: Tensor, scale: Tensor, shift: Tensor, channels_last: bool) -> Tensor:
-    """(b, H, W, C) uint8 -> normalised (b, C, H, W) float32, channels-last in memory if asked."""
-    batch = batch.permute(0, 3, 1, 2)  # a view: (b, C, H, W) with channels-last strides
-    if not channels_last:
-        batch = batch.contiguous()  # reorder while still 1 byte per value
+    """(b, C, H, W) uint8 -> normalised float32 (``float()`` keeps the memory format, so reorder while 1 byte)."""
+    batch = batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return batch.float().mul_(scale).sub_(shift)
 
 
@@ -203,7 +204,7 @@ class DeviceLoader:
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
-        self.images = data.images.to(self.device).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C) uint8
+        self.images = data.images.to(self.device).contiguous()  # (N, C, H, W) uint8
         self.labels = data.labels.to(self.device)
         self.scale, self.shift = _normalizer(data.mean, data.std, self.device)
 
@@ -223,9 +224,9 @@ class DeviceLoader:
         index = index.to(self.device, non_blocking=True)
         if self.augment:
             top, left, flip = (t.to(self.device, non_blocking=True) for t in draws)
-            images = crop_flip(self.images, index, top, left, flip, self.pad, self.pad_mode)  # (b, H, W, C)
+            images = crop_flip(self.images, index, top, left, flip, self.pad, self.pad_mode)  # (b, C, H, W)
         else:
-            images = self.images[index]  # (b, H, W, C)
+            images = self.images.index_select(0, index)  # (b, C, H, W)
         return _to_float(images, self.scale, self.shift, self.channels_last), self.labels[index]
 
     def _draws(self, size: int, epoch: int, step: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -333,7 +334,7 @@ class FolderLoader:
             else:  # this rank's share of a last partial evaluation batch can be empty; it still takes the step
                 size = self.dataset.size
                 images, labels = torch.empty(0, size, size, 3, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-            images = images.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (b, 3, S, S), channels-last strides
             yield _to_float(images, self.scale, self.shift, self.channels_last), labels.to(self.device, non_blocking=True)
 
     def _keys(self, epoch: int, start: int) -> list[list[tuple[int, int, int]]]:
