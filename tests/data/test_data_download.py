@@ -271,3 +271,12 @@ def test_damaged_archive_is_a_clear_error_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="damaged"):
         safe_extract_tar(archive, tmp_path / "out")
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_part_file_longer_than_the_file_is_discarded_after_416(file_server, tmp_path):
+    body = b"y" * 3000
+    file_server.files["/f.bin"] = body
+    (tmp_path / "f.bin.part").write_bytes(body + b"junk")
+    download_file(f"{file_server.url}/f.bin", tmp_path / "f.bin", Resource("f.bin", "unused", md5=fmt.md5(body)))
+    assert (tmp_path / "f.bin").read_bytes() == body and _files(tmp_path) == ["f.bin"]
+    assert file_server.requests == [("/f.bin", "bytes=3004-"), ("/f.bin", None)]

@@ -131,7 +131,9 @@ def test_resuming_at_step_i_equals_the_tail_of_the_epoch():
         assert torch.equal(xf, xt) and torch.equal(yf, yt)
     assert _epoch(loader, 4, start=len(loader)) == []
     with pytest.raises(ValueError, match="start must be a step in 0..5"):
-        next(loader.epoch_batches(0, start=6))
+        loader.epoch_batches(0, start=6)
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        loader.epoch_batches(-1)
 
 
 @pytest.mark.parametrize("train, n, batch", [(True, 23, 7), (False, 23, 7), (False, 9, 4)])
@@ -178,3 +180,5 @@ def test_loader_argument_errors():
         DeviceLoader(data, 2, train=True, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         DeviceLoader(data, 0, train=False)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        DeviceLoader(data, 2, train=True, seed=-1)

@@ -128,7 +128,7 @@ def download_file(url: str, dest: Path, resource: Resource) -> Path:
         response = _open(url, offset)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # "range not satisfiable": the .part already holds all the bytes (or junk)
-            return _finish(part, dest, resource, restart_url=url)
+            return _finish(part, dest, resource, url, restart=True)
         raise DownloadError(f"downloading {url} failed: HTTP {err.code} {err.reason}; check the URL or mirror") from err
     except (urllib.error.URLError, OSError) as err:
         raise DownloadError(f"cannot reach {url}: {err}; check the network, the URL or ${MIRROR_ENV}") from err
@@ -143,7 +143,7 @@ def download_file(url: str, dest: Path, resource: Resource) -> Path:
             f"downloading {url} stopped after {received} of {total} bytes; the partial file {part} is kept and "
             "the next call resumes it"
         )
-    return _finish(part, dest, resource)
+    return _finish(part, dest, resource, url)
 
 
 def _open(url: str, offset: int):
@@ -178,15 +178,15 @@ def _stream(response, part: Path, offset: int, total: int | None, label: str, ur
     return received
 
 
-def _finish(part: Path, dest: Path, resource: Resource, restart_url: str | None = None) -> Path:
-    """Verify ``part`` and rename it to ``dest``; on a mismatch delete it (and, after a 416, download afresh)."""
+def _finish(part: Path, dest: Path, resource: Resource, url: str, restart: bool = False) -> Path:
+    """Verify ``part`` and rename it to ``dest``; on a mismatch delete it (and, if ``restart``, download afresh)."""
     try:
         resource.verify(part)
-    except ChecksumError:
+    except ChecksumError as err:
         part.unlink()
-        if restart_url is not None:
-            return download_file(restart_url, dest, resource)
-        raise
+        if restart:  # after a 416 the .part may have been junk longer than the file: one fresh attempt
+            return download_file(url, dest, resource)
+        raise ChecksumError(f"{err}; downloaded from {url} and deleted") from None
     os.replace(part, dest)
     return dest
 

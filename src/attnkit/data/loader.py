@@ -95,7 +95,9 @@ def crop_flip(
     return out
 
 
-def _check_common(batch_size: int, rank: int, world_size: int) -> None:
+def _check_common(batch_size: int, seed: int, rank: int, world_size: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int (the global batch over all ranks), got {batch_size!r}")
     if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
@@ -120,7 +122,9 @@ def _steps(num_samples: int, batch_size: int, drop_last: bool) -> int:
     return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
 
 
-def _check_start(start: int, steps: int) -> None:
+def _check_epoch_start(epoch: int, start: int, steps: int) -> None:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
     if not (isinstance(start, int) and 0 <= start <= steps):
         raise ValueError(f"start must be a step in 0..{steps} (steps per epoch), got {start!r}")
 
@@ -181,7 +185,7 @@ class DeviceLoader:
     ) -> None:
         if not isinstance(data, ImageTensors):
             raise TypeError(f"DeviceLoader needs ImageTensors, got {type(data).__name__}; use make_loader for folders")
-        _check_common(batch_size, rank, world_size)
+        _check_common(batch_size, seed, rank, world_size)
         augment = train if augment is None else augment
         _, _, height, width = data.images.shape
         if pad_mode not in PAD_MODES:
@@ -212,8 +216,11 @@ class DeviceLoader:
         return _steps(len(self.data), self.batch_size, drop_last=self.train)
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield this rank's (images (b, C, H, W) float32, labels (b,) int64) for steps ``start`` .. len-1."""
-        _check_start(start, len(self))
+        """This rank's (images (b, C, H, W) float32, labels (b,) int64) for steps ``start`` .. len-1 of ``epoch``."""
+        _check_epoch_start(epoch, start, len(self))  # here, not in the generator, so bad arguments fail at once
+        return self._iterate(epoch, start)
+
+    def _iterate(self, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         order = _epoch_order(len(self.data), self.seed, epoch, shuffle=self.train)
         for step in range(start, len(self)):
             yield self._batch(order[step * self.batch_size:(step + 1) * self.batch_size], epoch, step)
@@ -271,7 +278,7 @@ class FolderLoader:
         device: where the batches go (pinned memory and asynchronous copies on CUDA).
         image_size: output height and width.
         augment: default ``train``; False gives the evaluation transform.
-        flip: random horizontal flips when augmenting.
+        flip: random horizontal flips when augmenting; default (None) on.
         scale, ratio: the random-resized-crop ranges (area fraction, aspect ratio).
         seed, rank, world_size, channels_last: as for :class:`DeviceLoader`.
         num_workers: decoding processes (default: up to 8, one per CPU core); 0 decodes in this process.
@@ -286,7 +293,7 @@ class FolderLoader:
         device: str | torch.device = "cpu",
         image_size: int = 224,
         augment: bool | None = None,
-        flip: bool = True,
+        flip: bool | None = None,
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         seed: int = 0,
@@ -297,7 +304,7 @@ class FolderLoader:
     ) -> None:
         if not isinstance(data, ImageFolderData):
             raise TypeError(f"FolderLoader needs ImageFolderData, got {type(data).__name__}; use make_loader")
-        _check_common(batch_size, rank, world_size)
+        _check_common(batch_size, seed, rank, world_size)
         if train and len(data) < batch_size:
             raise ValueError(
                 f"{data.root} has {len(data)} images, fewer than batch_size {batch_size}: training drops the last "
@@ -312,15 +319,18 @@ class FolderLoader:
         self.channels_last = channels_last
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         augment = train if augment is None else augment
-        self.dataset = _DecodedFolder(data, image_size, augment, flip, seed, scale, ratio)
+        self.dataset = _DecodedFolder(data, image_size, augment, flip is not False, seed, scale, ratio)
         self.scale, self.shift = _normalizer(data.mean, data.std, self.device)
 
     def __len__(self) -> int:
         return _steps(len(self.data), self.batch_size, drop_last=self.train)
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield this rank's (images (b, 3, S, S) float32, labels (b,) int64) for steps ``start`` .. len-1."""
-        _check_start(start, len(self))
+        """This rank's (images (b, 3, S, S) float32, labels (b,) int64) for steps ``start`` .. len-1 of ``epoch``."""
+        _check_epoch_start(epoch, start, len(self))
+        return self._iterate(epoch, start)
+
+    def _iterate(self, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         keys = self._keys(epoch, start)
         decoded = iter(torch.utils.data.DataLoader(
             self.dataset,
