@@ -111,3 +111,7 @@ def svhn_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

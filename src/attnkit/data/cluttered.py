@@ -137,9 +137,7 @@ def load_cluttered_mnist(
     >>> data.images.shape, data.boxes.shape
     (torch.Size([1000, 1, 48, 48]), torch.Size([1000, 4]))
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    settings = (seed, canvas_size, num_patches, patch_size)
+    settings = (seed, canvas_size, num_patches, patch_size)  # the split is checked by mnist5k_arrays
     images, labels, boxes = _cluttered_arrays(split, *settings)
     mean, std = _train_stats(*settings)
     return ImageTensors(

@@ -149,9 +149,9 @@ class DeviceLoader:
         pad: padding for the random crop (pixels per side; 0 turns cropping off). Crops keep the image size.
         flip: random horizontal flips; default (None) on, except for the digit data sets in
             :data:`DIGIT_DATASETS`, where a mirrored digit is a different or no digit.
-        pad_mode: ``"reflect"`` (default; the attention-transfer code's ``T.Pad(4, padding_mode="reflect")``
-            and airbench), ``"symmetric"`` (the early attention-transfer code's OpenCV ``BORDER_REFLECT``) or
-            ``"zeros"`` (torchvision's ``RandomCrop(32, padding=4)``).
+        pad_mode: ``"reflect"`` (default: szagoruyko/attention-transfer's cifar.py as it stands,
+            ``T.Pad(4, padding_mode="reflect")``, and airbench), ``"symmetric"`` (the same file's 2017 version,
+            OpenCV ``BORDER_REFLECT``, which repeats the edge pixel) or ``"zeros"`` (``RandomCrop(32, padding=4)``).
         seed: seeds the order and the augmentation of every epoch.
         rank, world_size: this process's share of each global batch under data parallelism.
         channels_last: return batches in channels-last memory format.
