@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +139,3 @@ def load_dataset(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return _LOADERS[name](split=split, root=root, download=download, mirror=mirror)
-
-
-def class_names(lines: Sequence[str]) -> list[str]:
-    """Class names from the lines of a label-names text file (blank lines dropped)."""
-    return [line.strip() for line in lines if line.strip()]

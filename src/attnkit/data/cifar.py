@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._dataset import ImageTensors, class_names, data_root, register_dataset
+from ._dataset import ImageTensors, data_root, register_dataset
 from ._download import Resource, fetch, safe_extract_tar
 
 __all__ = ["ARCHIVES", "CifarArchive", "read_cifar_binary"]
@@ -104,7 +104,7 @@ def _load_cifar(name: str, split: str, root, download: bool, mirror: str | None)
     parts = [read_cifar_binary(folder / f, spec.label_bytes) for f in (spec.train_files if split == "train" else spec.test_files)]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    classes = class_names((folder / spec.names_file).read_text().splitlines())
+    classes = [line.strip() for line in (folder / spec.names_file).read_text().splitlines() if line.strip()]
     return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels), classes, spec.mean, spec.std, name)
 
 
