@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnkit.features import extract_features
+from attnkit.features import extract_features, pair_layers
 from attnkit.models import create_model, list_models
 from attnkit.models.ltpa import LTPAVGG
 
@@ -120,9 +120,50 @@ def test_attention_maps_have_the_documented_shape_and_range(model):
             assert mask.shape == stage_outputs[stage - 1].shape, name
 
 
+@pytest.mark.parametrize(
+    "name, expected",
+    [  # (module, channels, reduction) of the group outputs the papers transfer attention from
+        ("wrn_16_1", [("layer1", 16, 1), ("layer2", 32, 2), ("layer3", 64, 4)]),
+        ("nin_wide", [("block1", 96, 1), ("block2", 192, 2), ("block3", 192, 4)]),
+        ("resnet20", [("layer1", 16, 1), ("layer2", 32, 2), ("layer3", 64, 4)]),
+        ("resnet8x4", [("layer1", 64, 1), ("layer2", 128, 2), ("layer3", 256, 4)]),
+        ("vgg13", [("block1", 128, 2), ("block2", 256, 4), ("block4", 512, 8)]),
+        ("resnet18", [("layer1", 64, 4), ("layer2", 128, 8), ("layer3", 256, 16), ("layer4", 512, 32)]),
+        ("attention56", [("stage1", 256, 4), ("stage2", 512, 8), ("stage3", 1024, 16), ("stage4", 2048, 32)]),
+        ("attention92_cifar", [("stage1", 64, 1), ("stage2", 128, 2), ("stage4", 256, 4)]),
+        ("ltpa_vgg_att2", [("block4", 512, 2), ("block5", 512, 4)]),
+    ],
+)
+def test_documented_attention_points(name, expected):
+    with torch.device("meta"):
+        model = create_model(name)
+    assert [(i.module, i.channels, i.reduction) for i in model.feature_info] == expected
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_in_chans(name):
     model = create_model(name, num_classes=3, in_chans=1).eval()
     assert model.default_input_size[0] == 1
     with torch.no_grad():
         assert model(tiny_input(model, batch=1, in_chans=1)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "student, teacher, size, groups",
+    [  # the papers' student <- teacher pairs (REFERENCE.md section 1): paired group by group at equal resolution
+        ("wrn_16_1", "wrn_40_1", 32, 3),
+        ("nin_thin", "nin_wide", 32, 3),
+        ("resnet20", "resnet56", 32, 3),
+        ("resnet32", "resnet110", 32, 3),
+        ("resnet8x4", "resnet32x4", 32, 3),
+        ("vgg8", "vgg13", 32, 3),
+        ("resnet18", "resnet34", 64, 4),
+        ("wrn_16_2", "attention92_cifar", 32, 3),  # across families too
+    ],
+)
+def test_default_pairing_of_the_papers_pairs(student, teacher, size, groups):
+    student_model = create_model(student)
+    pairs = pair_layers(student_model, create_model(teacher), torch.zeros(1, 3, size, size))
+    assert len(pairs) == groups
+    assert all(p.student_shape[1:] == p.teacher_shape[1:] for p in pairs)
+    assert [p.student for p in pairs] == [i.module for i in student_model.feature_info]

@@ -14,7 +14,7 @@ def test_list_models_is_sorted_and_filters_by_pattern():
     assert list_models("no_such_*") == []
 
 
-def test_every_family_is_registered():
+def test_every_model_of_the_zoo_is_registered():
     expected = {
         "wrn", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "nin_thin", "nin_wide",
         "resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "vgg8", "vgg13",
@@ -22,7 +22,7 @@ def test_every_family_is_registered():
         "attention56_cifar", "attention92_cifar", "attention128_cifar", "attention164_cifar",
         "ltpa_vgg_att2", "ltpa_vgg_att3",
     }
-    assert set(list_models()) == expected
+    assert expected <= set(list_models())
     assert all(is_model(name) for name in expected) and not is_model("wrn_16_3")
 
 

@@ -258,7 +258,7 @@ class ResidualAttentionNet(GapLinearModel):
     def forward_with_attention(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the soft mask M(x) of every attention module: ``{"stage1.0": (B, C, H, W), ...}``.
 
-        The masks are read with forward hooks on the mask branches (removed afterwards), so this runs exactly
+        Values lie in [0, 1] for the "mixed" and "spatial" activations, in [-1, 1] for "channel". The masks are read with forward hooks on the mask branches (removed afterwards), so this runs exactly
         ``forward`` and the masks stay in the autograd graph.
         """
         with FeatureCapture(self, self.attention_paths.values()) as masks:
