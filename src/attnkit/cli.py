@@ -30,10 +30,10 @@ def _models(args: argparse.Namespace) -> None:
     if args.markdown:
         print(markdown_table(summaries))
         return
-    print(f"{'model':<22} {'classes':>7} {'params':>12} {'MACs':>15} input")
+    print(f"{'model':<22} {'classes':>7} {'params':>12}" + (f" {'MACs':>15}" if args.macs else "") + " input")
     for s in summaries:
-        macs = "" if s.macs is None else f"{s.macs:,}"
-        print(f"{s.name:<22} {s.num_classes:>7} {s.parameters:>12,} {macs:>15} {'x'.join(map(str, s.input_size))}")
+        macs = f" {s.macs:>15,}" if args.macs else ""
+        print(f"{s.name:<22} {s.num_classes:>7} {s.parameters:>12,}{macs} {'x'.join(map(str, s.input_size))}")
 
 
 def build_parser() -> argparse.ArgumentParser:

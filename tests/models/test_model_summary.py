@@ -46,8 +46,14 @@ def test_summary_and_markdown_row():
 def test_cli_lists_models(capsys):
     main(["models", "resnet8x4"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["model", "classes", "params", "MACs", "input"]
-    assert lines[1].split() == ["resnet8x4", "100", "1,233,540", "3x32x32"]
+    assert [line.split() for line in lines] == [
+        ["model", "classes", "params", "input"], ["resnet8x4", "100", "1,233,540", "3x32x32"],
+    ]
+    main(["models", "wrn_16_1", "--macs"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines] == [
+        ["model", "classes", "params", "MACs", "input"], ["wrn_16_1", "10", "175,066", "26,657,408", "3x32x32"],
+    ]
 
 
 def test_cli_unknown_pattern_exits_with_a_message(capsys):
