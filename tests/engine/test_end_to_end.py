@@ -77,17 +77,10 @@ def test_unknown_layer_name_is_a_one_line_error(tmp_path, teacher_run, capsys):
     assert len(err.splitlines()) == 1 and "distill.layers: teacher: " in err and "layer7" in err
 
 
-@pytest.fixture
-def one_thread():
-    # Every segment of the killed run (in-process and subprocess) must use the same number of threads:
-    # oneDNN's reductions may depend on it, and the test compares weights bit for bit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_killed_run_resumes_to_the_same_weights(tmp_path, one_thread):
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    # Every segment runs on one thread (tests/conftest.py here, OMP_NUM_THREADS=1 in the subprocess): oneDNN's
+    # reductions may depend on the thread count, and the weights are compared bit for bit.
+    assert torch.get_num_threads() == 1
     args = [*COMMON, "model.kwargs={depth: 10, width: 0.5, dropout: 0.2}", "optim.epochs=2", "checkpoint_every_steps=3"]
     reference = tmp_path / "reference"
     main(["train", *args, f"out={reference}"])
