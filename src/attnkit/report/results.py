@@ -1,0 +1,149 @@
+"""Runs read back from their directories, grouped by method, summarised in the layout of the AT paper's Table 1.
+
+Table 1 of Zagoruyko & Komodakis (2017) has one row per student/teacher pair and, per method, the student's test
+error: student alone | F-ActT | AT | KD | AT+KD | teacher. Here every cell is the mean over the seeds that were
+run, with the spread (sample standard deviation) and the number of seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_table", "format_results_table"]
+
+# Column order of the paper's Table 1 (methods the paper does not have follow at the end).
+TABLE1_METHODS = ("student", "F-ActT", "AT", "KD", "AT+KD", "teacher")
+
+
+def method_label(distill: dict[str, Any]) -> str:
+    """Short name of a run's transfer method from its ``distill`` config section ("student" = trained alone)."""
+    parts = []
+    if distill.get("grad_at_beta", 0) > 0:
+        parts.append("grad-AT")
+    if distill.get("fact_beta", 0) > 0:
+        parts.append("F-ActT")
+    if distill.get("at_beta", 0) > 0:
+        parts.append("AT")
+    if distill.get("kd_alpha", 0) > 0:
+        parts.append("KD")
+    if distill.get("flip_beta", 0) > 0:
+        parts.append("flip")
+    return "+".join(parts) or "student"
+
+
+@dataclass
+class RunRecord:
+    """What a finished run directory says about itself."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.config["model"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.config.get("seed", 0)
+
+    @property
+    def teacher(self) -> str | None:
+        return self.summary.get("teacher")
+
+    @property
+    def method(self) -> str:
+        return method_label(self.config.get("distill", {}))
+
+    @property
+    def last_top1(self) -> float | None:
+        last = self.summary.get("last")
+        return None if last is None else last["top1"]
+
+    @property
+    def best_top1(self) -> float | None:
+        return self.summary.get("best", {}).get("top1")
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
+    """Read finished runs (config.yaml, summary.json, metrics.jsonl, run.json); raise for a directory that is not one."""
+    runs = []
+    for path in map(Path, paths):
+        summary_file = path / "summary.json"
+        if not summary_file.is_file():
+            raise FileNotFoundError(f"{path} is not a finished attnkit run (no summary.json); train it first")
+        with open(path / "config.yaml") as f:
+            config = yaml.safe_load(f)
+        with open(summary_file) as f:
+            summary = json.load(f)
+        metrics_file = path / "metrics.jsonl"
+        metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line] if metrics_file.is_file() else []
+        info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+        runs.append(RunRecord(path, config, summary, metrics, info))
+    return runs
+
+
+def _cell(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "mean": statistics.fmean(values),
+        "spread": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "values": list(values),
+    }
+
+
+def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict[str, Any]]:
+    """One row per (student model, teacher model) pair with a cell per method: mean, spread, n over seeds.
+
+    ``metric`` is ``"error"`` (100 - last-epoch top-1, as the paper reports) or ``"accuracy"``. Teachers are the
+    runs other runs distilled from; a run trained alone whose model is a student's counts as "student".
+    """
+    value = (lambda r: 100.0 - r.last_top1) if metric == "error" else (lambda r: r.last_top1)
+    by_path = {str(r.path): r for r in runs}
+    teachers = {r.teacher for r in runs if r.teacher}
+    rows: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for run in runs:
+        if run.teacher is None or run.last_top1 is None:
+            continue
+        teacher = by_path.get(run.teacher)
+        key = (run.model, teacher.model if teacher else Path(run.teacher).name)
+        rows.setdefault(key, {}).setdefault(run.method, []).append(value(run))
+    for (student, teacher_model), cells in rows.items():
+        for run in runs:
+            if run.teacher is None and run.last_top1 is not None:
+                if str(run.path) in teachers and run.model == teacher_model:
+                    cells.setdefault("teacher", []).append(value(run))
+                elif run.model == student and str(run.path) not in teachers:
+                    cells.setdefault("student", []).append(value(run))
+    table = []
+    for (student, teacher), cells in rows.items():
+        order = [m for m in TABLE1_METHODS if m in cells] + sorted(m for m in cells if m not in TABLE1_METHODS)
+        table.append({"student": student, "teacher": teacher, "metric": metric,
+                      "cells": {m: _cell(cells[m]) for m in order}})
+    return table
+
+
+def format_results_table(table: Sequence[dict[str, Any]]) -> str:
+    """The table as aligned text: ``mean +- spread (n)`` per method, in percent."""
+    lines = []
+    for row in table:
+        methods = list(row["cells"])
+        header = ["student", "teacher", *methods]
+        cells = [row["student"], row["teacher"]] + [
+            f"{c['mean']:.2f} +- {c['spread']:.2f} ({c['n']})" for c in row["cells"].values()
+        ]
+        widths = [max(len(a), len(b)) for a, b in zip(header, cells)]
+        lines.append(f"{row['metric']} % (mean +- std over seeds, (n) = seeds)")
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        lines.append("  ".join("-" * w for w in widths))
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    return "\n".join(lines)
