@@ -16,7 +16,8 @@ Layers are named by their module path, exactly as ``model.named_modules()`` name
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 __all__ = [
     "FeatureCapture",
     "LayerPair",
+    "eval_mode",
     "extract_features",
     "pair_layers",
     "resolution_groups",
@@ -148,22 +150,27 @@ def resolution_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOut
     return _trace_groups(model, example_input)
 
 
-class _eval_no_grad:
-    """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module of ``model`` in eval mode for the ``with`` block, then restore each module's own flag.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags = {m: m.training for m in model.modules()}
-
-    def __enter__(self) -> None:
-        self.model.eval()
-        self._grad = torch.no_grad()
-        self._grad.__enter__()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._grad.__exit__(*exc_info)
-        for module, flag in self.flags.items():
+    Gradients stay enabled (attribution methods need them); restoring per module keeps a mixed state such as a
+    frozen teacher's BatchNorm in eval inside a training model.
+    """
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
             module.training = flag
+
+
+@contextmanager
+def _eval_no_grad(model: nn.Module) -> Iterator[None]:
+    """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:
