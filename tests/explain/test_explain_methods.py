@@ -24,6 +24,7 @@ from helpers import assert_close, hook_count, toy_cnn
 X = torch.tensor([[1.0, 2.0], [0.0, -1.0]]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
 TARGETS = torch.tensor([0, 1])
 TARGET_METHODS = [name for name, cls in METHODS.items() if cls.uses_target]
+FAST = {"occlusion": {"window": 8, "stride": 4}}  # 9 occluded copies per image instead of 49 (test time)
 
 
 def test_gradcam_and_hirescam_by_hand():
@@ -153,7 +154,7 @@ def test_model_attention_of_ltpa_and_residual_attention_stand_ins():
 
 @pytest.mark.parametrize("name", TARGET_METHODS)
 def test_batched_targets_equal_per_image_runs_and_int_equals_full_tensor(name, small_wrn):
-    method = create_method(name, small_wrn)
+    method = create_method(name, small_wrn, **FAST.get(name, {}))
     x, target = torch.randn(3, 3, 16, 16), torch.tensor([2, 0, 4])
     batched = method.attribute(x, target)
     single = torch.cat([method.attribute(x[i : i + 1], int(target[i])) for i in range(3)])
@@ -168,8 +169,8 @@ def test_batched_targets_equal_per_image_runs_and_int_equals_full_tensor(name, s
 def test_every_method_gives_finite_maps_of_the_right_shape(name, small_wrn):
     model = LTPAStandIn() if name == "model" else small_wrn
     x = torch.randn(2, 3, 16, 16)
-    maps = create_method(name, model).attribute(x)
-    raw = create_method(name, model).attribute(x, [0, 1], upsample=False)
+    method = create_method(name, model, **FAST.get(name, {}))
+    maps, raw = method.attribute(x), method.attribute(x, [0, 1], upsample=False)
     assert maps.shape == (2, 16, 16) and maps.dtype == torch.float32 and not maps.requires_grad
     assert bool(torch.isfinite(maps).all()) and bool(torch.isfinite(raw).all())
     assert raw.shape[0] == 2 and raw.dim() == 3 and raw.shape[1] <= 16
@@ -213,7 +214,7 @@ class _FailingHead(nn.Module):
 )
 def test_hooks_removed_after_errors(name, kwargs, small_wrn):
     model = _FailingHead(small_wrn)
-    method = create_method(name, model, **kwargs)
+    method = create_method(name, model, **kwargs, **FAST.get(name, {}))
     x = torch.randn(2, 3, 16, 16)
     target = torch.tensor([0, 1])
     model.fail = True

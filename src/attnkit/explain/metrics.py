@@ -113,6 +113,11 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     return torch.from_numpy(rho)
 
 
+# Added to the seed so that randomising never redraws the very weights a model got at its creation after
+# torch.manual_seed(seed) (seed 0 is what most runs use): that "random" model would equal the initial one.
+_SEED_OFFSET = 0x5EED_0A77
+
+
 def randomize_weights(model: nn.Module, paths: Iterable[str] | None = None, seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose modules at ``paths`` (None = the whole model) are re-initialised.
 
@@ -124,7 +129,7 @@ def randomize_weights(model: nn.Module, paths: Iterable[str] | None = None, seed
     roots = [copy_] if paths is None else [resolve_module(copy_, path) for path in paths]
     devices = sorted({p.device.index or 0 for p in copy_.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
+        torch.manual_seed(_SEED_OFFSET + seed)
         for root in roots:
             for module in root.modules():
                 if callable(getattr(module, "reset_parameters", None)):

@@ -147,13 +147,13 @@ class CAM(AttentionMethod):
         if (layer is None) != (classifier is None):
             raise ValueError("CAM needs both layer= and classifier= (module paths) or neither (the model contract)")
         if layer is None:
-            fix = "pass layer='feature map path' and classifier='linear layer path'"
-            _require(model, ("forward_features", "get_classifier"), "CAM", fix)
             if getattr(model, "head_is_gap_linear", True) is False:
                 raise ValueError(
                     f"CAM needs a global-average-pooling + linear head, but {type(model).__name__}'s head is not one "
                     "(head_is_gap_linear = False); use gradcam or hirescam, which work for any head"
                 )
+            fix = "pass layer='feature map path' and classifier='linear layer path'"
+            _require(model, ("forward_features", "get_classifier"), "CAM", fix)
         else:
             resolve_module(model, layer)
             resolve_module(model, classifier)

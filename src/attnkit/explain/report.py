@@ -283,8 +283,8 @@ def format_metrics(metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
     """A plain-text table of :attr:`MapsReport.metrics`: one line per model and method.
 
     >>> print(format_metrics({"student": {"gradcam": {"images": 8, "pointing_game": 0.75, "randomization_spearman": 0.1}}}))
-    model    method    pointing  energy  rand.corr
-    student  gradcam      0.750       -      0.100
+    model    method   pointing  energy  rand.corr
+    student  gradcam     0.750       -      0.100
     """
     header = ("model", "method", "pointing", "energy", "rand.corr")
     lines = [header]
