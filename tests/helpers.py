@@ -26,3 +26,40 @@ def hook_count(model: nn.Module) -> int:
 
 def assert_close(actual: torch.Tensor, expected, rtol: float = 1e-6, atol: float = 1e-9) -> None:
     torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), rtol=rtol, atol=atol)
+
+
+class TensorBatches:
+    """A minimal loader with the engine's protocol (len, epoch_batches, info) over in-memory float tensors.
+
+    Order depends only on (seed, epoch), so resuming at a step reproduces the rest of the epoch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 num_classes: int | None = None) -> None:
+        self.images, self.labels, self.batch_size, self.shuffle, self.seed = images, labels, batch_size, shuffle, seed
+        classes = num_classes or int(labels.max()) + 1
+        self.info = {"dataset": "synthetic", "num_classes": classes, "classes": [str(i) for i in range(classes)],
+                     "in_chans": images.shape[1], "input_size": list(images.shape[1:]), "mean": [0.0] * images.shape[1],
+                     "std": [1.0] * images.shape[1]}
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.batch_size if self.shuffle else -(-len(self.labels) // self.batch_size)
+
+    def epoch_batches(self, epoch: int, start: int = 0):
+        order = (torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 1000 + epoch))
+                 if self.shuffle else torch.arange(len(self.labels)))
+        for step in range(start, len(self)):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def blob_data(n: int = 256, classes: int = 4, size: int = 8, channels: int = 1, seed: int = 0):
+    """Images whose class is where a bright blob sits: learnable in a few steps by a tiny CNN."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    images = torch.randn(n, channels, size, size, generator=gen) * 0.3
+    half = size // 2
+    for c in range(classes):
+        rows, cols = divmod(c, 2)
+        images[labels == c, :, rows * half:(rows + 1) * half, cols * half:(cols + 1) * half] += 1.5
+    return images, labels

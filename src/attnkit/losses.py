@@ -84,6 +84,7 @@ class ActivationTransferLoss(nn.Module):
         teacher_channels: channels of each teacher layer of the pairs.
         beta: loss weight.
         weights: optional per-pair multipliers.
+        normalize: per-sample L2 normalisation of the activations (default; see the functional docstring).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class ActivationTransferLoss(nn.Module):
         teacher_channels: Sequence[int],
         beta: float = 1.0,
         weights: Sequence[float] | None = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels):
@@ -99,7 +101,7 @@ class ActivationTransferLoss(nn.Module):
                 f"got {len(student_channels)} student and {len(teacher_channels)} teacher channel counts; "
                 "give one of each per layer pair"
             )
-        self.beta = beta
+        self.beta, self.normalize = beta, normalize
         self.weights = None if weights is None else list(weights)
         self.adapters = nn.ModuleList(
             nn.Identity() if cs == ct else nn.Conv2d(cs, ct, kernel_size=1, bias=False)
@@ -108,11 +110,11 @@ class ActivationTransferLoss(nn.Module):
 
     def forward(self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]) -> Tensor:
         return AF.activation_transfer_loss(
-            student_features, teacher_features, list(self.adapters), self.beta, self.weights
+            student_features, teacher_features, list(self.adapters), self.beta, self.weights, self.normalize
         )
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}"
+        return f"beta={self.beta}, normalize={self.normalize}"
 
 
 class GradATLoss(nn.Module):

@@ -148,12 +148,26 @@ def test_activation_transfer_zero_for_equal_and_needs_adapters():
 def test_activation_transfer_value_and_adapter_learning():
     student = [torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 8, 4, 4, requires_grad=True)]
     teacher = [torch.randn(2, 6, 8, 8), torch.randn(2, 8, 2, 2)]
-    loss_fn = ActivationTransferLoss([4, 8], [6, 8], beta=2.0)
-    assert isinstance(loss_fn.adapters[1], torch.nn.Identity)
-    loss = loss_fn(student, teacher)
-    adapted = loss_fn.adapters[0](student[0])
     resized = torch.nn.functional.interpolate(student[1], size=(2, 2), mode="bilinear", align_corners=False)
-    expected = 2.0 * ((adapted - teacher[0]).pow(2).mean() + (resized - teacher[1]).pow(2).mean())
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    loss.backward()
-    assert loss_fn.adapters[0].weight.grad is not None and student[0].grad is not None
+    for normalize in (True, False):
+        loss_fn = ActivationTransferLoss([4, 8], [6, 8], beta=2.0, normalize=normalize)
+        assert isinstance(loss_fn.adapters[1], torch.nn.Identity)
+        loss = loss_fn(student, teacher)
+        adapted = loss_fn.adapters[0](student[0])
+        if normalize:  # per sample: || s/||s|| - t/||t|| ||^2, averaged over the batch
+            def unit(a):
+                a = a.flatten(1)
+                return a / a.norm(dim=1, keepdim=True)
+            expected = 2.0 * sum((unit(s) - unit(t)).pow(2).sum(1).mean() for s, t in zip([adapted, resized], teacher))
+        else:
+            expected = 2.0 * ((adapted - teacher[0]).pow(2).mean() + (resized - teacher[1]).pow(2).mean())
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        loss.backward()
+        assert loss_fn.adapters[0].weight.grad is not None and student[0].grad is not None
+
+
+def test_normalized_activation_transfer_is_scale_free_and_bounded():
+    s, t = [torch.randn(3, 4, 5, 5)], [torch.randn(3, 4, 5, 5)]
+    base = activation_transfer_loss(s, t)
+    assert activation_transfer_loss([s[0] * 7.0], [t[0] * 0.01]).item() == pytest.approx(base.item(), rel=1e-5)
+    assert activation_transfer_loss(s, [-s[0]]).item() == pytest.approx(4.0, rel=1e-6)  # opposite unit vectors

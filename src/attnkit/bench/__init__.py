@@ -11,11 +11,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import core
+from . import core, distill, loader
 
 # suite name -> (run function, table columns, one-line description)
 SUITES: dict[str, tuple[Callable[..., list[dict]], list[tuple[str, str, str]], str]] = {
     "core": (core.run, core.COLUMNS, "fused attention map vs the eager formula, forward+backward"),
+    "distill": (distill.run, distill.COLUMNS, "WRN-16-2 -> WRN-16-1 AT+KD training step vs the official-code-style step"),
+    "gradat": (distill.run_gradat, distill.GRADAT_COLUMNS, "gradient-based AT step vs its necessary parts"),
+    "loader": (loader.run, loader.COLUMNS, "DeviceLoader vs a per-sample DataLoader pipeline, CIFAR-shaped, images/s"),
 }
 
 

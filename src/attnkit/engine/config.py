@@ -1,0 +1,307 @@
+"""Run configuration: nested dataclasses, YAML recipes and ``key=value`` overrides.
+
+A recipe is a YAML mapping with the sections of :class:`RunConfig`::
+
+    model: {name: wrn_16_1}
+    data: {name: cifar10, batch_size: 128}
+    optim: {lr: 0.1, epochs: 200, milestones: [60, 120, 160], gamma: 0.2, weight_decay: 5.0e-4}
+    distill: {teacher: runs/wrn_16_2, at_beta: 1000}
+
+Overrides address fields by dotted path (``optim.lr=0.05``, ``distill.kd_alpha=0.9``); values are parsed as
+YAML scalars. Every invalid value raises :class:`ConfigError` naming its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DistillConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_recipe",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message starts with the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass
+class ModelConfig:
+    name: str = "wrn_16_1"  # registered model (see `attnkit models`)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments, e.g. {dropout: 0.3}
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"  # data set (cifar10, cifar100, svhn, mnist, fashion-mnist, mnist5k, cluttered-mnist, folder)
+    root: str | None = None  # data directory (default: $ATTNKIT_DATA or ~/.cache/attnkit/data); folder: the image folder
+    download: bool = False  # download missing archives (checksummed)
+    batch_size: int = 128  # global batch size, summed over all processes
+    eval_batch_size: int = 512  # batch size for evaluation
+    augment: bool = True  # pad + random crop (+ flip) on training batches
+    flip: bool | None = None  # horizontal flips; None = the data set's default (off for digits)
+    pad: int = 4  # padding of the random crop, in pixels
+    image_size: int = 224  # folder data sets: training crop / evaluation centre-crop size
+    workers: int = 4  # folder data sets: DataLoader worker processes
+    train_limit: int | None = None  # use only the first N training images (quick runs)
+    test_limit: int | None = None  # evaluate on only the first N test images
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum (Residual Attention Network's CIFAR recipe)
+    weight_decay: float = 5e-4  # L2 penalty (5e-4 CIFAR, 1e-4 ImageNet)
+    epochs: int = 200  # training epochs
+    schedule: str = "step"  # step | cosine | constant
+    milestones: list[float] = field(default_factory=lambda: [60, 120, 160])  # step: epochs at which lr *= gamma
+    gamma: float = 0.2  # step: decay factor
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
+    grad_clip: float | None = None  # clip the gradient norm to this value (None = off)
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = None  # teacher run directory or .safetensors file (required for `attnkit distill`)
+    teacher_model: str | None = None  # teacher architecture when `teacher` is a bare weights file without metadata
+    layers: list[str] | None = None  # "student_path:teacher_path" pairs; None = pair by resolution (feature_info)
+    at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
+    at_p: float = 2.0  # exponent of the attention function F_sum^p
+    at_mode: str = "code"  # code (published numbers) | paper (beta/2 * p-norm)
+    at_reduction: str = "mean"  # mean/sum = F_sum^p, max = F_max^p
+    kd_alpha: float = 0.0  # knowledge distillation weight alpha in (1-alpha)*CE + alpha*KD (paper: 0.9); 0 = off
+    kd_temperature: float = 4.0  # KD softmax temperature T
+    fact_beta: float = 0.0  # full activation transfer (F-ActT) weight; 0 = off
+    grad_at_beta: float = 0.0  # gradient-based attention transfer weight (double backprop); 0 = off
+    flip_beta: float = 0.0  # flip-invariance of the input gradient (L_sym); 0 = off; needs no teacher
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(w > 0 for w in (self.at_beta, self.kd_alpha, self.fact_beta, self.grad_at_beta))
+
+    @property
+    def double_backprop(self) -> bool:
+        return self.grad_at_beta > 0 or self.flip_beta > 0
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network trained (the student when distilling)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    out: str = "runs/run"  # run directory: config, checkpoints, metrics, final weights
+    seed: int = 0  # seeds weights, data order and augmentation
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
+    channels_last: str = "auto"  # auto (on CUDA only) | on | off
+    compile: bool = False  # torch.compile the model (not for double-backprop steps)
+    sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
+    progress: str = "auto"  # auto (a bar on a terminal, none under CI) | on | off
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "distill": DistillConfig}
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain nested dict (YAML-serialisable) of a config."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a nested mapping; unknown keys are errors naming the key."""
+    if not isinstance(values, Mapping):
+        raise ConfigError("recipe", f"must be a mapping of sections, got {type(values).__name__}")
+    top = {}
+    for key, value in values.items():
+        if key in _SECTIONS:
+            top[key] = _build(_SECTIONS[key], value, key)
+        else:
+            top[key] = value
+    config = _build(RunConfig, top, "")
+    validate(config)
+    return config
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if isinstance(values, cls):
+        return values
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(prefix or "recipe", f"must be a mapping, got {values!r}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(path, f"unknown key{hint}")
+        kwargs[key] = value if key in _SECTIONS and not prefix else _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a simple type hint (int, float, str, bool, list[...], dict, Optional)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    if hint in (int, float) and isinstance(value, str):
+        value = _parse_number(value, hint, key)  # YAML reads 1e-4 (no dot) as a string
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"must be a string, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _parse_number(text: str, kind: type, key: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(key, f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(key, message)
+
+
+def validate(config: RunConfig) -> None:
+    """Value checks that do not need the file system or the model zoo (those happen when a run is built)."""
+    d, o, k = config.data, config.optim, config.distill
+    _require(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
+    _require(d.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {d.eval_batch_size}")
+    _require(d.pad >= 0, "data.pad", f"must be >= 0, got {d.pad}")
+    for key in ("train_limit", "test_limit"):
+        limit = getattr(d, key)
+        _require(limit is None or limit >= 1, f"data.{key}", f"must be >= 1 or null, got {limit}")
+    _require(o.name in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd, adam or adamw, got {o.name!r}")
+    _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _require(o.epochs >= 1, "optim.epochs", f"must be >= 1, got {o.epochs}")
+    _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _require(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    _require(o.schedule in ("step", "cosine", "constant"), "optim.schedule", f"must be step, cosine or constant, got {o.schedule!r}")
+    _require(0 < o.gamma <= 1, "optim.gamma", f"must be in (0, 1], got {o.gamma}")
+    _require(o.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {o.warmup_epochs}")
+    _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
+    _require(list(o.milestones) == sorted(o.milestones), "optim.milestones", f"must be increasing, got {o.milestones}")
+    for key in ("at_beta", "fact_beta", "grad_at_beta", "flip_beta"):
+        _require(getattr(k, key) >= 0, f"distill.{key}", f"must be >= 0, got {getattr(k, key)}")
+    _require(0 <= k.kd_alpha <= 1, "distill.kd_alpha", f"must be in [0, 1], got {k.kd_alpha}")
+    _require(k.kd_temperature > 0, "distill.kd_temperature", f"must be > 0, got {k.kd_temperature}")
+    _require(k.at_p > 0, "distill.at_p", f"must be > 0, got {k.at_p}")
+    _require(k.at_mode in ("code", "paper"), "distill.at_mode", f"must be code or paper, got {k.at_mode!r}")
+    _require(k.at_reduction in ("mean", "sum", "max"), "distill.at_reduction", f"must be mean, sum or max, got {k.at_reduction!r}")
+    if k.layers is not None:
+        for i, pair in enumerate(k.layers):
+            _require(pair.count(":") == 1 and all(pair.split(":")), f"distill.layers[{i}]",
+                     f"must be 'student_path:teacher_path', got {pair!r}")
+    _require(not (config.compile and k.double_backprop), "compile",
+             "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta)")
+    _require(not config.sync_bn or config.device != "cpu", "sync_bn", "SyncBatchNorm needs CUDA devices; drop sync_bn for CPU runs")
+    _require(config.precision in ("auto", "fp32", "bf16", "fp16"), "precision", f"must be auto, fp32, bf16 or fp16, got {config.precision!r}")
+    _require(config.channels_last in ("auto", "on", "off"), "channels_last", f"must be auto, on or off, got {config.channels_last!r}")
+    _require(config.progress in ("auto", "on", "off"), "progress", f"must be auto, on or off, got {config.progress!r}")
+    _require(config.eval_every >= 1, "eval_every", f"must be >= 1, got {config.eval_every}")
+    _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe into a nested dict (validated later by :func:`config_from_dict`).
+
+    A recipe may start from another: ``base: ../schedules/cifar.yaml`` (a path relative to the recipe) is
+    read first and the recipe's own sections are merged over it, key by key.
+    """
+    return _load_recipe(Path(path), seen=())
+
+
+def _load_recipe(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError("recipe" if not seen else "base", f"no recipe file at {path}")
+    if path.resolve() in seen:
+        raise ConfigError("base", f"recipes inherit from each other in a cycle: {' -> '.join(map(str, (*seen, path)))}")
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ConfigError("recipe", f"{path} must contain a mapping of sections (model, data, optim, distill, ...)")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return _merge(_load_recipe(path.parent / base, (*seen, path.resolve())), values)
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a nested dict (a copy); values are YAML scalars or lists."""
+    result = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "overrides look like key=value (e.g. optim.lr=0.05)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        parts = key.strip().split(".")
+        target = result
+        for part in parts[:-1]:
+            section = target.setdefault(part, {})
+            if not isinstance(section, dict):
+                raise ConfigError(key, f"{part} is not a section")
+            target = section
+        target[parts[-1]] = value
+    return result

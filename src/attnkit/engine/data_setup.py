@@ -1,0 +1,59 @@
+"""Data sets and loaders of a run, from its ``data`` config section (see :mod:`attnkit.data`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .config import ConfigError, RunConfig
+from .runtime import Distributed
+
+__all__ = ["build_loaders", "data_info", "take"]
+
+
+def take(data: Any, limit: int | None) -> Any:
+    """The first ``limit`` examples of an in-memory data set (all of them for None)."""
+    if limit is None or limit >= len(data.labels):
+        return data
+    boxes = None if getattr(data, "boxes", None) is None else data.boxes[:limit]
+    return dataclasses.replace(data, images=data.images[:limit], labels=data.labels[:limit], boxes=boxes)
+
+
+def data_info(data: Any, name: str) -> dict[str, Any]:
+    """What a trained model needs to know about its data: classes, input size, normalisation."""
+    images = getattr(data, "images", None)
+    input_size = list(images.shape[1:]) if images is not None else [3, data.image_size, data.image_size]
+    return {"dataset": name, "num_classes": len(data.classes), "classes": list(data.classes), "in_chans": input_size[0],
+            "input_size": input_size, "mean": list(data.mean), "std": list(data.std)}
+
+
+def build_loaders(
+    config: RunConfig, device: torch.device, dist: Distributed, train_loader: Any = None, test_loader: Any = None,
+    channels_last: bool = False,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Train and test loaders (or the given ones) and the data information of :func:`data_info`."""
+    d = config.data
+    if train_loader is not None and test_loader is not None:
+        # Loaders given by the caller: anything with len() and epoch_batches(epoch, start); their data
+        # information comes from an `info` dict or from the `data` they wrap.
+        info = getattr(train_loader, "info", None) or data_info(train_loader.data, d.name)
+        return train_loader, test_loader, info
+    from .. import data as datasets  # imported here: the engine also runs on caller-made loaders
+
+    try:
+        train = take(datasets.load_dataset(d.name, "train", root=d.root, download=d.download), d.train_limit)
+        test = take(datasets.load_dataset(d.name, "test", root=d.root, download=d.download), d.test_limit)
+    except KeyError as err:
+        raise ConfigError("data.name", err.args[0]) from None
+    except FileNotFoundError as err:
+        raise ConfigError("data.root", f"{err.args[0] if err.args else err}; pass data.download=true to fetch it") from None
+    common = {"device": device, "seed": config.seed, "rank": dist.rank, "world_size": dist.world_size,
+              "channels_last": channels_last}
+    if d.batch_size % dist.world_size:
+        raise ConfigError("data.batch_size", f"{d.batch_size} is not divisible by the {dist.world_size} processes")
+    train_loader = datasets.make_loader(train, d.batch_size, train=True, augment=d.augment, pad=d.pad, flip=d.flip,
+                                        image_size=d.image_size, workers=d.workers, **common)
+    test_loader = datasets.make_loader(test, d.eval_batch_size, train=False, image_size=d.image_size, workers=d.workers, **common)
+    return train_loader, test_loader, data_info(train, d.name)

@@ -1,0 +1,45 @@
+"""Evaluate a saved run (``attnkit eval``): its weights on its own test set or another one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .checkpoint import load_model, load_run_info
+from .config import RunConfig, config_from_dict
+from .data_setup import build_loaders
+from .runtime import Distributed, resolve_device, resolve_precision
+from .trainer import evaluate
+
+__all__ = ["evaluate_run"]
+
+
+def evaluate_run(
+    path: str | Path, weights: str = "final", data: str | None = None, root: str | None = None,
+    device: str = "auto", batch_size: int = 512,
+) -> dict[str, Any]:
+    """Top-1 / top-5 / loss of a run's weights on the test split of its data set (or ``data``)."""
+    path = Path(path)
+    config = _run_config(path)
+    info = load_run_info(path, weights)
+    config.data.name = data or info.get("dataset", config.data.name)
+    config.data.root = root or config.data.root
+    config.data.eval_batch_size, config.data.test_limit = batch_size, None
+    dev = resolve_device(device)
+    model = load_model(path, dev, weights)
+    _, test_loader, test_info = build_loaders(config, dev, Distributed())
+    if test_info["num_classes"] != info["num_classes"]:
+        raise ValueError(f"{config.data.name} has {test_info['num_classes']} classes but the model predicts {info['num_classes']}")
+    metrics = evaluate(model, test_loader.epoch_batches(0), dev, resolve_precision("auto", dev))
+    return {"run": str(path), "weights": weights, "data": config.data.name, **metrics}
+
+
+def _run_config(path: Path) -> RunConfig:
+    file = path / "config.yaml" if path.is_dir() else None
+    if file is not None and file.is_file():
+        with open(file) as f:
+            return config_from_dict(yaml.safe_load(f))
+    return RunConfig()

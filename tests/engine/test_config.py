@@ -1,0 +1,77 @@
+import pytest
+
+from attnkit.engine import ConfigError, RunConfig, apply_overrides, config_from_dict, config_to_dict, load_recipe
+
+
+def test_round_trip_and_defaults():
+    config = config_from_dict({"model": {"name": "wrn_16_2"}, "optim": {"lr": 0.05}})
+    assert config.model.name == "wrn_16_2" and config.optim.lr == 0.05 and config.data.name == "mnist5k"
+    assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_overrides_parse_yaml_values_and_numbers_without_dot():
+    values = apply_overrides({"optim": {"lr": 0.1}}, ["optim.lr=0.05", "optim.milestones=[10, 20]",
+                                                      "optim.weight_decay=1e-4", "distill.layers=['layer1:layer1']",
+                                                      "optim.grad_clip=null"])
+    config = config_from_dict(values)
+    assert config.optim.lr == 0.05 and config.optim.milestones == [10, 20]
+    assert config.optim.weight_decay == pytest.approx(1e-4)  # YAML reads 1e-4 as a string; we parse it
+    assert config.distill.layers == ["layer1:layer1"] and config.optim.grad_clip is None
+
+
+@pytest.mark.parametrize(
+    "values, key, message",
+    [
+        ({"optim": {"lrr": 0.1}}, "optim.lrr", "did you mean lr"),
+        ({"optim": {"lr": -0.1}}, "optim.lr", "must be > 0"),
+        ({"optim": {"lr": "fast"}}, "optim.lr", "must be a number"),
+        ({"data": {"batch_size": 1.5}}, "data.batch_size", "must be an integer"),
+        ({"distill": {"at_beta": -1}}, "distill.at_beta", "must be >= 0"),
+        ({"distill": {"kd_alpha": 2}}, "distill.kd_alpha", r"must be in \[0, 1\]"),
+        ({"distill": {"at_mode": "both"}}, "distill.at_mode", "must be code or paper"),
+        ({"distill": {"layers": ["layer1"]}}, "distill.layers[0]", "student_path:teacher_path"),
+        ({"distill": {"flip_beta": 1.0}, "compile": True}, "compile", "double-backprop"),
+        ({"optim": {"milestones": [20, 10]}}, "optim.milestones", "increasing"),
+        ({"precision": "fp8"}, "precision", "must be auto"),
+        ({"modle": {}}, "modle", "did you mean model"),
+        ({"data": {"augment": "yes"}}, "data.augment", "true or false"),
+    ],
+)
+def test_invalid_values_name_their_key(values, key, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        config_from_dict(values)
+    assert info.value.key == key and str(info.value).startswith(f"{key}: ")
+
+
+def test_override_syntax_error():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_recipe_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model: {name: wrn_40_1}\noptim:\n  epochs: 3\n")
+    assert config_from_dict(load_recipe(path)).optim.epochs == 3
+    with pytest.raises(ConfigError, match="no recipe file"):
+        load_recipe(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
+def test_needs_teacher_and_double_backprop_flags():
+    assert not RunConfig().distill.needs_teacher
+    config = config_from_dict({"distill": {"kd_alpha": 0.9, "flip_beta": 0.5}})
+    assert config.distill.needs_teacher and config.distill.double_backprop
+
+
+def test_recipe_inherits_from_a_base(tmp_path):
+    (tmp_path / "schedules").mkdir()
+    (tmp_path / "schedules" / "cifar.yaml").write_text(
+        "data: {name: cifar10, batch_size: 128}\noptim: {lr: 0.1, epochs: 200, milestones: [60, 120, 160]}\n")
+    (tmp_path / "student.yaml").write_text("base: schedules/cifar.yaml\nmodel: {name: wrn_16_1}\noptim: {epochs: 10}\n")
+    config = config_from_dict(load_recipe(tmp_path / "student.yaml"))
+    assert (config.data.name, config.optim.lr, config.optim.epochs, config.model.name) == ("cifar10", 0.1, 10, "wrn_16_1")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_recipe(tmp_path / "loop.yaml")

@@ -1,0 +1,147 @@
+"""The training loop on synthetic in-memory data (tiny WRNs, a few steps)."""
+
+import json
+
+import pytest
+import torch
+
+from attnkit.engine import ConfigError, RunConfig, Trainer, load_model
+from attnkit.engine.checkpoint import latest_checkpoint
+from helpers import TensorBatches, blob_data
+
+TRAIN, TEST = blob_data(256, size=16), blob_data(128, size=16, seed=1)
+TINY = {"depth": 10, "width": 0.5}
+
+
+def make_config(out, epochs=2, **distill) -> RunConfig:
+    config = RunConfig()
+    config.out, config.progress, config.tensorboard = str(out), "off", False
+    config.model.name, config.model.kwargs = "wrn", dict(TINY)
+    config.optim.epochs, config.optim.lr, config.optim.milestones = epochs, 0.05, [epochs - 1]
+    config.channels_last = "off"
+    for key, value in distill.items():
+        setattr(config.distill, key, value)
+    return config
+
+
+def loaders(delay_steps=None):
+    return TensorBatches(*TRAIN, batch_size=32, shuffle=True), TensorBatches(*TEST, batch_size=64, shuffle=False)
+
+
+def fit(config, **kwargs):
+    train, test = loaders()
+    return Trainer(config, train_loader=train, test_loader=test, **kwargs).fit()
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    config = make_config(out, epochs=3)
+    config.model.kwargs = {"depth": 10, "width": 1}
+    fit(config)
+    return out
+
+
+def test_plain_training_learns_and_writes_a_complete_run(teacher_dir):
+    records = [json.loads(line) for line in (teacher_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for r in records:
+        assert set(r) >= {"epoch", "lr", "train", "test", "time_s", "images_per_s"}
+        assert set(r["test"]) == {"loss", "top1", "top5", "count"} and r["test"]["count"] == 128
+    assert records[-1]["train"]["loss"] < records[0]["train"]["loss"]
+    assert records[-1]["test"]["top1"] > 90.0  # the blob task is easy: the teacher must learn it
+    summary = json.loads((teacher_dir / "summary.json").read_text())
+    assert summary["last"]["epoch"] == 3 and summary["best"]["top1"] >= summary["last"]["top1"]
+    assert {p.name for p in teacher_dir.iterdir()} >= {"config.yaml", "run.json", "model.safetensors", "best.safetensors",
+                                                      "checkpoint.json", "metrics.jsonl", "summary.json"}
+    assert load_model(teacher_dir).num_classes == 4
+
+
+def test_distillation_with_every_term_keeps_the_teacher_frozen(tmp_path, teacher_dir):
+    teacher = load_model(teacher_dir)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    config = make_config(tmp_path / "student", epochs=1, teacher=str(teacher_dir), at_beta=1000.0, kd_alpha=0.9,
+                         fact_beta=1.0, grad_at_beta=1.0, flip_beta=1.0)
+    train, test = loaders()
+    trainer = Trainer(config, train_loader=train, test_loader=test, teacher=teacher)
+    student_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    record = json.loads((tmp_path / "student" / "metrics.jsonl").read_text())
+    assert set(record["train"]) >= {"ce", "kd", "at", "fact", "grad_at", "flip"}
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # weights and BN statistics
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    assert any(not torch.equal(student_before[k], v) for k, v in trainer.model.state_dict().items())
+    assert trainer.objective.fact.adapters[0].weight.grad is not None  # F-ActT adapters were trained
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path, teacher_dir):
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        fit(make_config(teacher_dir))
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        fit(make_config(tmp_path / "new"), resume=True)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingBatches(TensorBatches):
+    """Dies (as a killed process would) when it reaches a given global step."""
+
+    def __init__(self, *args, crash_at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.crash_at = crash_at
+
+    def epoch_batches(self, epoch, start=0):
+        for step, batch in enumerate(super().epoch_batches(epoch, start), start=start):
+            if epoch * len(self) + step == self.crash_at:
+                raise Crash
+            yield batch
+
+
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
+    def config(out):
+        c = make_config(out, epochs=2)
+        c.model.kwargs["dropout"] = 0.3  # the global RNG matters too
+        c.checkpoint_every_steps = 3
+        return c
+
+    reference = Trainer(config(tmp_path / "a"), train_loader=loaders()[0], test_loader=loaders()[1])
+    reference.fit()
+    crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=12)  # epoch 2, step 5 (after a checkpoint at 3)
+    with pytest.raises(Crash):
+        Trainer(config(tmp_path / "b"), train_loader=crashing, test_loader=loaders()[1]).fit()
+    assert latest_checkpoint(tmp_path / "b")["epoch"] == 1 and latest_checkpoint(tmp_path / "b")["step"] == 3
+    resumed = Trainer(config(tmp_path / "b"), resume=True, train_loader=loaders()[0], test_loader=loaders()[1])
+    resumed.fit()
+    for key, value in reference.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train"]["loss"] for r in a] == pytest.approx([r["train"]["loss"] for r in b], rel=1e-9)
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    fit(make_config(tmp_path / "run", epochs=1))
+    changed = make_config(tmp_path / "run", epochs=1)
+    changed.optim.lr = 0.5
+    with pytest.raises(ConfigError, match="differs .* at optim.lr"):
+        fit(changed, resume=True)
+
+
+def test_divergence_stops_with_the_last_checkpoint_intact(tmp_path):
+    config = make_config(tmp_path / "run", epochs=2)
+    config.optim.lr, config.precision = 1e12, "fp32"  # the first update overflows the weights
+    with pytest.raises(FloatingPointError, match="NaN or inf in epoch 1"):
+        fit(config)
+    assert latest_checkpoint(tmp_path / "run") is None  # nothing diverged was saved
+
+
+def test_bad_layer_name_and_class_mismatch(tmp_path, teacher_dir):
+    config = make_config(tmp_path / "s", teacher=str(teacher_dir), at_beta=1000.0, layers=["layer1:layer9"])
+    with pytest.raises(ConfigError, match="distill.layers: teacher: .*layer9"):
+        fit(config)
+    three_classes = TensorBatches(TRAIN[0], TRAIN[1] % 3, 32, True), TensorBatches(TEST[0], TEST[1] % 3, 64, False)
+    config = make_config(tmp_path / "s2", teacher=str(teacher_dir), kd_alpha=0.9)
+    with pytest.raises(ConfigError, match="teacher predicts 4 classes but the data has 3"):
+        Trainer(config, train_loader=three_classes[0], test_loader=three_classes[1])
