@@ -23,7 +23,9 @@ after every call, also when it fails.
 
 from __future__ import annotations
 
-import captum.attr as captum_attr
+import importlib
+from types import ModuleType
+
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +36,11 @@ from ._base import AttentionMethod
 __all__ = ["CAM", "GradCAM", "HiResCAM", "Occlusion", "Saliency"]
 
 FEATURES_LAYER = "forward_features"  # the name under which the default layer (forward_features output) is shown
+
+
+def _captum() -> ModuleType:
+    """``captum.attr``, imported on first use: it takes ~0.4 s, which every ``attnkit`` command would pay."""
+    return importlib.import_module("captum.attr")
 
 
 def _require(model: nn.Module, methods: tuple[str, ...], method_name: str, fix: str) -> None:
@@ -104,7 +111,7 @@ class GradCAM(_LayerGradientMethod):
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
         forward, layer = self._forward_and_layer()
-        maps = captum_attr.LayerGradCam(forward, layer).attribute(images, target=target, relu_attributions=self.relu)
+        maps = _captum().LayerGradCam(forward, layer).attribute(images, target=target, relu_attributions=self.relu)
         self._check_layer_output(maps)
         return maps.detach().squeeze(1)  # (B, 1, h, w) -> (B, h, w)
 
@@ -120,7 +127,7 @@ class HiResCAM(_LayerGradientMethod):
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
         forward, layer = self._forward_and_layer()
-        grad_x_act = captum_attr.LayerGradientXActivation(forward, layer).attribute(images, target=target)
+        grad_x_act = _captum().LayerGradientXActivation(forward, layer).attribute(images, target=target)
         self._check_layer_output(grad_x_act)
         maps = grad_x_act.detach().sum(dim=1)  # (B, C, h, w) -> (B, h, w)
         return maps.clamp_min(0) if self.relu else maps
@@ -199,7 +206,7 @@ class Saliency(AttentionMethod):
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
         inputs = images.clone().requires_grad_(True)  # a private copy: captum differentiates with respect to it
-        grads = captum_attr.Saliency(self.model).attribute(inputs, target=target, abs=True)
+        grads = _captum().Saliency(self.model).attribute(inputs, target=target, abs=True)
         return grads.detach().amax(dim=1)  # (B, C, H, W) -> (B, H, W)
 
 
@@ -244,7 +251,7 @@ class Occlusion(AttentionMethod):
         channels, height, width = images.shape[1:]
         (wh, ww), (sh, sw) = self.window_and_stride(height, width)
         with torch.no_grad():
-            drops = captum_attr.Occlusion(self.model).attribute(
+            drops = _captum().Occlusion(self.model).attribute(
                 images,
                 sliding_window_shapes=(channels, wh, ww),
                 strides=(channels, sh, sw),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
 from ..features import eval_mode
@@ -38,7 +38,18 @@ from .metrics import evaluate
 from .model_attention import ModelAttention
 from .render import map_grid, save_figure
 
-__all__ = ["IMAGE_SUFFIXES", "LoadedImages", "MapsReport", "dataset_images", "explain_models", "format_metrics", "read_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LoadedImages",
+    "MapsReport",
+    "dataset_images",
+    "explain_models",
+    "explain_runs",
+    "format_metrics",
+    "image_files",
+    "load_runs",
+    "read_images",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -56,13 +67,14 @@ class LoadedImages:
     names: list[str] = field(default_factory=list)  # one name per image (file name or "test[i]")
 
 
-def _normalise(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """(N, C, H, W) values in [0, 1] -> (x - mean) / std per channel."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-    if mean_t.shape[1] != pixels.shape[1] or std_t.shape[1] != pixels.shape[1]:
-        raise ValueError(f"mean/std have {mean_t.shape[1]}/{std_t.shape[1]} values for {pixels.shape[1]} channels")
-    return (pixels - mean_t) / std_t
+def _normalised(pixels: Tensor, mean: Sequence[float], std: Sequence[float], name: str) -> Tensor:
+    """(N, C, H, W) uint8 -> float32 (x / 255 - mean) / std, through the data loader's own evaluation path."""
+    from ..data import DeviceLoader, ImageTensors
+
+    count = pixels.shape[0]
+    data = ImageTensors(pixels, torch.zeros(count, dtype=torch.long), ["?"], tuple(mean), tuple(std), name)
+    images, _ = next(DeviceLoader(data, batch_size=count, train=False).epoch_batches(0))
+    return images
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -96,31 +108,40 @@ def read_images(
     files = image_files(paths)
     arrays = []
     for file in files:
-        with Image.open(file) as image:
+        try:
+            image = Image.open(file)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"cannot read {file} as an image ({err}); pass image files or directories of them") from None
+        with image:
             image = image.convert("L" if channels == 1 else "RGB")
             image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
-            arrays.append(np.asarray(image, dtype=np.float32).reshape(height, width, channels) / 255.0)
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-    return LoadedImages(_normalise(pixels, mean, std), list(mean), list(std), names=[f.name for f in files])
+            arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+    return LoadedImages(_normalised(pixels, mean, std, "images"), list(mean), list(std), names=[f.name for f in files])
 
 
-def dataset_images(name: str, count: int, root: str | Path | None = None, split: str = "test") -> LoadedImages:
-    """The first ``count`` images of a data set's ``split`` (``attnkit.data.load_dataset``), normalised with
-    the data set's own mean/std, with their labels, class names and object boxes (cluttered-mnist)."""
-    from ..data import load_dataset
+def dataset_images(
+    name: str, count: int, root: str | Path | None = None, split: str = "test", download: bool = False
+) -> LoadedImages:
+    """``count`` images of a data set's ``split`` (``attnkit.data.load_dataset``), evenly spaced through it,
+    normalised with the data set's own mean/std as its evaluation loader does, with labels, class names and
+    object boxes (cluttered-mnist has boxes).
+
+    Evenly spaced rather than the first ``count``: some splits are sorted by class (mnist5k and cluttered-mnist
+    are), and their first images would all show one digit.
+    """
+    from ..data import ImageTensors, load_dataset
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive int, got {count!r}")
-    data = load_dataset(name, split=split, root=root)
-    if not hasattr(data, "images"):
-        raise ValueError(f"data set {name!r} streams its images from files; pass them with --images instead")
-    count = min(count, data.images.shape[0])
-    pixels = data.images[:count].float() / 255.0  # uint8 (N, C, H, W) -> [0, 1]
-    boxes = None if data.boxes is None else data.boxes[:count].long()
+    data = load_dataset(name, split=split, root=root, download=download)
+    if not isinstance(data, ImageTensors):
+        raise ValueError(f"data set {name!r} streams its images from files; pass the files with --images instead")
+    index = torch.linspace(0, len(data) - 1, min(count, len(data))).round().long().unique()  # (n,) sorted
     return LoadedImages(
-        _normalise(pixels, data.mean, data.std), list(data.mean), list(data.std),
-        labels=data.labels[:count].long(), boxes=boxes, classes=list(data.classes),
-        names=[f"{split}[{i}]" for i in range(count)],
+        _normalised(data.images[index], data.mean, data.std, data.name), list(data.mean), list(data.std),
+        labels=data.labels[index], boxes=None if data.boxes is None else data.boxes[index],
+        classes=list(data.classes), names=[f"{split}[{i}]" for i in index.tolist()],
     )
 
 
@@ -187,6 +208,7 @@ def explain_models(
     method_options: Mapping[str, dict] | None = None,
     max_rows: int = 8,
     batch_size: int | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> MapsReport:
     """Compute every method's maps for every model, draw the figures and write ``metrics.json``.
 
@@ -204,6 +226,7 @@ def explain_models(
         method_options: {method name: constructor keyword arguments}, e.g. {"activation": {"p": 4}}.
         max_rows: images shown per figure.
         batch_size: chunk size for the map computations.
+        details: more entries for ``metrics.json`` (where the models and images came from).
     """
     images = check_images(images)
     if not models:
@@ -257,9 +280,118 @@ def explain_models(
         "metrics": _json_safe(metrics),
         "skipped": {label: reasons for label, reasons in skipped.items() if reasons},
         "figures": [str(path.relative_to(out_dir)) for path in figures],
+        **(details or {}),
     }
     metrics_path.write_text(json.dumps(payload, indent=2) + "\n")
     return MapsReport(figures, metrics, {k: v for k, v in skipped.items() if v}, metrics_path)
+
+
+def load_runs(
+    paths: Sequence[str | Path], weights: str = "final", device: str | torch.device = "cpu",
+    labels: Sequence[str] | None = None,
+) -> tuple[dict[str, nn.Module], dict]:
+    """Load the models of run directories (or attnkit ``.safetensors`` files) with ``attnkit.engine.load_model``.
+
+    Returns ({label: model in eval mode}, the first run's information: data set, classes, input size, mean, std).
+    Labels default to the directory (or file) names. Runs compared side by side must share their input size and
+    normalisation, since they are shown the same images.
+    """
+    from ..engine import load_model, load_run_info
+
+    if not paths:
+        raise ValueError("no run given; pass at least one run directory")
+    labels = list(labels) if labels else [Path(p).stem if Path(p).is_file() else Path(p).name for p in paths]
+    if len(labels) != len(paths):
+        raise ValueError(f"got {len(labels)} labels for {len(paths)} runs; give one label per run")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"run labels must differ, got {labels}; name them with --labels")
+    infos = [load_run_info(p, weights) for p in paths]
+    first = infos[0]
+    for path, info in zip(paths[1:], infos[1:]):
+        for key in ("input_size", "mean", "std"):
+            if info.get(key) != first.get(key):
+                raise ValueError(
+                    f"{path} was trained with {key} {info.get(key)} but {paths[0]} with {first.get(key)}; "
+                    "runs compared side by side must see the same images"
+                )
+    models = {label: load_model(path, device, weights) for label, path in zip(labels, paths)}
+    return models, first
+
+
+def explain_runs(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    methods: Sequence[str],
+    *,
+    images: Sequence[str | Path] | None = None,
+    data: str | None = None,
+    count: int = 8,
+    root: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+    weights: str = "final",
+    device: str = "cpu",
+    target: str | int | None = None,
+    sanity: bool = True,
+    max_rows: int = 8,
+    batch_size: int | None = None,
+) -> MapsReport:
+    """``attnkit maps``: maps of one run (or several side by side) on image files or a data set's test images.
+
+    Args:
+        paths: run directories (or attnkit ``.safetensors`` files); several = a side-by-side comparison.
+        out_dir: where the figures and ``metrics.json`` go.
+        methods: method names (``attnkit.explain.METHODS``).
+        images: image files or directories, read with :func:`read_images` at the run's training input size
+            (``run.json``'s ``input_size``, else the model's ``default_input_size``) and normalised with the run's
+            mean/std.
+        data: instead of ``images``, a data set name: ``count`` test images (:func:`dataset_images`), with their
+            labels and boxes (cluttered-mnist), normalised with the data set's mean/std.
+        root: data directory for ``data``.
+        labels: one label per run (default: the directory names).
+        weights: ``final``, ``best`` or ``last``.
+        device: ``auto``, ``cpu``, ``cuda``...
+        target: ``"label"`` (the true class; needs ``data``), ``"predicted"``, or a class index;
+            None = ``"label"`` when labels are known, else ``"predicted"``.
+        sanity, max_rows, batch_size: as in :func:`explain_models`.
+    """
+    from ..engine.runtime import resolve_device
+
+    if (images is None) == (data is None):
+        raise ValueError("give either image files (images=...) or a data set name (data=...), not both")
+    dev = resolve_device(device)
+    models, info = load_runs(paths, weights, dev, labels)
+    first = next(iter(models.values()))
+    if images is not None:
+        size = tuple(info.get("input_size") or first.default_input_size)
+        loaded = read_images(images, size, info["mean"], info["std"])
+    else:
+        loaded = dataset_images(data, count, root)
+    channels = getattr(first, "default_input_size", (loaded.images.shape[1],))[0]
+    if loaded.images.shape[1] != channels:
+        raise ValueError(f"the images have {loaded.images.shape[1]} channels but the model takes {channels}")
+    if target is None:
+        target = "label" if loaded.labels is not None else "predicted"
+    if target == "label":
+        if loaded.labels is None:
+            raise ValueError("target 'label' needs labelled images: use data=NAME, or target='predicted'")
+        chosen: Target = loaded.labels.to(dev)
+    elif target == "predicted":
+        chosen = None
+    elif isinstance(target, int) and not isinstance(target, bool):
+        chosen = target
+    else:
+        raise ValueError(f"target must be 'label', 'predicted' or a class index, got {target!r}")
+    details = {
+        "target": target,
+        "runs": {label: str(path) for label, path in zip(models, paths)},
+        "weights": weights,
+        "source": {"data": data} if data is not None else {"images": loaded.names},
+    }
+    return explain_models(
+        models, loaded.images.to(dev), methods, out_dir, mean=loaded.mean, std=loaded.std, target=chosen,
+        labels=loaded.labels, classes=loaded.classes or info.get("classes"), boxes=loaded.boxes, sanity=sanity,
+        max_rows=max_rows, batch_size=batch_size, details=details,
+    )
 
 
 def _describe_target(target: Target) -> str | int | list[int]:
