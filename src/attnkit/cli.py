@@ -66,9 +66,12 @@ def _maps(args: argparse.Namespace) -> None:
         count=args.num_images, root=args.root, labels=args.labels, weights=args.weights, device=args.device,
         target=args.target, sanity=not args.no_sanity, max_rows=args.max_rows, batch_size=args.batch_size,
     )
+    skipped: dict[tuple[str, str], list[str]] = {}  # (method, reason) -> models, so that each reason prints once
     for label, reasons in report.skipped.items():
         for method, reason in reasons.items():
-            print(f"skipped {method} for {label}: {reason}")
+            skipped.setdefault((method, reason), []).append(label)
+    for (method, reason), labels in skipped.items():
+        print(f"skipped {method} for {', '.join(labels)}: {reason}")
     print(format_metrics(report.metrics))
     print(f"wrote {len(report.figures)} figures and {report.metrics_path}")
 

@@ -23,9 +23,14 @@ def test_denormalize_inverts_the_normalisation_and_clips():
         denormalize(torch.zeros(1, 3, 2, 2), [0.5], [0.5])
 
 
-def test_scale_to_unit():
-    np.testing.assert_allclose(scale_to_unit(torch.tensor([[2.0, 4.0], [3.0, 2.0]])), [[0.0, 1.0], [0.5, 0.0]])
+def test_scale_to_unit_maps_min_to_0_and_the_percentile_to_1():
+    np.testing.assert_allclose(scale_to_unit(torch.tensor([[2.0, 4.0], [3.0, 2.0]]), percentile=100), [[0.0, 1.0], [0.5, 0.0]])
+    # 0..99 and one outlier 1000: the 99th percentile of the 101 values is 99, so 1000 saturates at 1.
+    values = torch.cat([torch.arange(100.0), torch.tensor([1000.0])]).view(1, 101)
+    scaled = scale_to_unit(values, percentile=99)
+    np.testing.assert_allclose(scaled[0, [0, 50, 99, 100]], [0.0, 50 / 99, 1.0, 1.0], rtol=1e-12)
     assert scale_to_unit(torch.full((2, 2), 7.0)).max() == 0.0
+    np.testing.assert_allclose(scale_to_unit(torch.tensor([[0.0] * 200 + [5.0]])).max(), 1.0)  # sparse: min-max
 
 
 def test_grid_png_is_written_at_the_documented_size(tmp_path):

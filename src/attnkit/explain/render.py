@@ -7,7 +7,8 @@ coordinates, so a figure is exactly ``figure_size(rows, columns)`` inches and no
 keep their aspect ratio (``imshow`` with equal aspect) and maps, resized to their image's size first, are
 drawn pixel for pixel over it (``interpolation="nearest"`` for both).
 
-Maps are shown min-max scaled to 0..1 each (their units differ between methods), which the colour bar says.
+Maps are shown scaled to 0..1 each (their units differ between methods): minimum -> 0, 99th percentile -> 1
+(the top 1% saturate, as in captum's visualisation, so that a few extreme pixels do not hide the rest).
 Figures are built on :class:`matplotlib.figure.Figure` directly (Agg canvas): no pyplot, no global state.
 """
 
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from ..functional import resize_map
 
-__all__ = ["GridLayout", "denormalize", "figure_size", "map_grid", "overlay", "save_figure", "scale_to_unit"]
+__all__ = ["DISPLAY_PERCENTILE", "GridLayout", "denormalize", "figure_size", "map_grid", "overlay", "save_figure", "scale_to_unit"]
 
 
 def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -52,11 +53,20 @@ def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> 
     return pixels[..., 0] if channels == 1 else pixels
 
 
-def scale_to_unit(attention: Tensor) -> np.ndarray:
-    """Min-max scale one (H, W) map to [0, 1] for display; a constant map becomes all zeros."""
+DISPLAY_PERCENTILE = 99.0  # maps are shown from their minimum (0) to this percentile (1), as captum's outlier_perc
+
+
+def scale_to_unit(attention: Tensor, percentile: float = DISPLAY_PERCENTILE) -> np.ndarray:
+    """Scale one (H, W) map to [0, 1] for display: its minimum -> 0, its ``percentile``-th value -> 1, clipped.
+
+    A few extreme pixels (input gradients are heavy-tailed) would otherwise leave the rest of the map near 0;
+    smooth maps (CAM, activation maps) hardly change. A constant map becomes all zeros.
+    """
     values = attention.detach().cpu().double()
-    low, high = values.min(), values.max()
-    return ((values - low) / (high - low)).numpy() if high > low else np.zeros(tuple(values.shape))
+    low, high = values.min(), torch.quantile(values.flatten(), percentile / 100)
+    if not high > low:
+        high = values.max()  # nearly all values equal: fall back to min-max
+    return ((values - low) / (high - low)).clamp(0, 1).numpy() if high > low else np.zeros(tuple(values.shape))
 
 
 def overlay(
@@ -186,7 +196,7 @@ def _colorbar(figure: Figure, cmap: str, width: float, height: float, layout: Gr
     cax = figure.add_axes((x / width, bottom / height, 0.12 / width, bar_height / height))
     bar = figure.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), cax=cax, ticks=[0, 0.5, 1])
     bar.ax.tick_params(labelsize=8)
-    bar.set_label("attention (each map scaled to 0..1)", fontsize=8)
+    bar.set_label(f"attention (each map: min -> 0, {DISPLAY_PERCENTILE:g}th percentile -> 1)", fontsize=8)
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:

@@ -10,8 +10,8 @@
 
 and write ``metrics.json`` (per model and method: pointing game and energy in the box where boxes are known,
 and the model-randomisation correlation). With one model the figures go to ``out_dir`` itself, with several
-to ``out_dir/<model label>/`` (compare figures in ``out_dir``). Figures show the first ``max_rows`` images;
-the metrics use them all.
+to ``out_dir/<model label>/`` (compare figures in ``out_dir``). Figures show ``max_rows`` of the images, evenly
+spaced through them; the metrics use them all.
 
 Images come from :func:`read_images` (image files) or :func:`dataset_images` (a data set's test split).
 """
@@ -43,6 +43,7 @@ __all__ = [
     "LoadedImages",
     "MapsReport",
     "dataset_images",
+    "evenly_spaced",
     "explain_models",
     "explain_runs",
     "format_metrics",
@@ -65,6 +66,17 @@ class LoadedImages:
     boxes: Tensor | None = None  # (N, 4) int64 object boxes x0, y0, x1, y1 (exclusive ends), when known
     classes: list[str] | None = None  # class names
     names: list[str] = field(default_factory=list)  # one name per image (file name or "test[i]")
+
+
+def evenly_spaced(total: int, count: int) -> Tensor:
+    """``min(count, total)`` sorted indices spread evenly over ``range(total)``, first and last included.
+
+    >>> evenly_spaced(10, 4).tolist()
+    [0, 3, 6, 9]
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive int, got {count!r}")
+    return torch.linspace(0, total - 1, min(count, total)).round().long().unique()
 
 
 def _normalised(pixels: Tensor, mean: Sequence[float], std: Sequence[float], name: str) -> Tensor:
@@ -132,12 +144,10 @@ def dataset_images(
     """
     from ..data import ImageTensors, load_dataset
 
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be a positive int, got {count!r}")
     data = load_dataset(name, split=split, root=root, download=download)
     if not isinstance(data, ImageTensors):
         raise ValueError(f"data set {name!r} streams its images from files; pass the files with --images instead")
-    index = torch.linspace(0, len(data) - 1, min(count, len(data))).round().long().unique()  # (n,) sorted
+    index = evenly_spaced(len(data), count)
     return LoadedImages(
         _normalised(data.images[index], data.mean, data.std, data.name), list(data.mean), list(data.std),
         labels=data.labels[index], boxes=None if data.boxes is None else data.boxes[index],
@@ -224,7 +234,7 @@ def explain_models(
         boxes: (N, 4) object boxes: outlined in the figures and scored (pointing game, energy in the box).
         sanity: also run the model-randomisation check (one more map computation per method and model).
         method_options: {method name: constructor keyword arguments}, e.g. {"activation": {"p": 4}}.
-        max_rows: images shown per figure.
+        max_rows: images shown per figure (evenly spaced through ``images``).
         batch_size: chunk size for the map computations.
         details: more entries for ``metrics.json`` (where the models and images came from).
     """
@@ -234,10 +244,10 @@ def explain_models(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bound, skipped = _bind(models, methods, method_options or {})
-    rows = min(max_rows, images.shape[0])
-    shown = images[:rows]
-    shown_boxes = None if boxes is None else boxes[:rows]
-    shown_labels = None if labels is None else labels[:rows]
+    rows = evenly_spaced(images.shape[0], max_rows)  # (r,) indices of the images shown in the figures
+    shown = images[rows]
+    shown_boxes = None if boxes is None else boxes[rows.to(boxes.device)]
+    shown_labels = None if labels is None else labels[rows.to(labels.device)]
     predictions = {label: _predictions(model, shown) for label, model in models.items()}
     grid = dict(mean=mean, std=std, boxes=shown_boxes)
 
@@ -251,7 +261,7 @@ def explain_models(
             maps.setdefault(name, {})[label] = method_maps
         row_text = _row_labels(shown_labels, classes, {label: predictions[label]})
         if model_maps:
-            columns = {name: m[:rows] for name, m in model_maps.items()}
+            columns = {name: m[rows] for name, m in model_maps.items()}
             figure = map_grid(shown, columns, title=f"{label}: attention maps", row_labels=row_text, **grid)
             figures.append(save_figure(figure, folder / "methods.png"))
         for name, method in model_methods.items():
@@ -267,7 +277,7 @@ def explain_models(
     if len(models) > 1:
         for name, by_model in maps.items():
             if len(by_model) > 1:
-                columns = {label: m[:rows] for label, m in by_model.items()}
+                columns = {label: m[rows] for label, m in by_model.items()}
                 row_text = _row_labels(shown_labels, classes, {label: predictions[label] for label in by_model})
                 figure = map_grid(shown, columns, title=f"{name}: models side by side", row_labels=row_text, **grid)
                 figures.append(save_figure(figure, out_dir / f"compare_{_file_label(name)}.png"))
