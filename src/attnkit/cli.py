@@ -83,6 +83,19 @@ def _demo(args: argparse.Namespace) -> None:
     run_suite("core", device="cpu", repeats=3)
 
 
+def _models(args: argparse.Namespace) -> None:
+    from .models import markdown_table, summarize_models
+
+    summaries = summarize_models(args.pattern, macs=args.macs)
+    if args.markdown:
+        print(markdown_table(summaries))
+        return
+    print(f"{'model':<22} {'classes':>7} {'params':>12}" + (f" {'MACs':>15}" if args.macs else "") + " input")
+    for s in summaries:
+        macs = f" {s.macs:>15,}" if args.macs else ""
+        print(f"{s.name:<22} {s.num_classes:>7} {s.parameters:>12,}{macs} {'x'.join(map(str, s.input_size))}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnkit",
@@ -149,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_argument("--batch-size", type=int, default=None, help="images per map computation (default: all at once)")
     maps.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation check (one more map per method)")
     maps.set_defaults(func=_maps)
+
+    models = commands.add_parser(
+        "models", help="list the registered models with their parameter counts (and MACs with --macs)"
+    )
+    models.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'wrn_*' (default: every model)")
+    models.add_argument("--macs", action="store_true", help="also count MACs at the native input size (slower)")
+    models.add_argument("--markdown", action="store_true", help="print the README's table, with paper errors")
+    models.set_defaults(func=_models)
 
     demo = commands.add_parser("demo", help="the main job: a short real run that shows what attnkit does")
     demo.set_defaults(func=_demo)

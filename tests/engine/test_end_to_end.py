@@ -19,7 +19,7 @@ from attnkit.engine import RunConfig, Trainer, load_model
 
 # Tiny but real: a WRN-10 (one block per group) on 1,024 mnist5k digits.
 COMMON = ["data.name=mnist5k", "data.train_limit=1024", "data.test_limit=256", "data.batch_size=64", "optim.lr=0.05",
-          "optim.milestones=[2]", "model.name=wrn", "progress=off", "tensorboard=false", "channels_last=off"]
+          "optim.milestones=[2]", "model.name=wrn", "progress=false", "tensorboard=false", "channels_last=false"]
 TEACHER = ["model.kwargs={depth: 10, width: 1}", "optim.epochs=3"]
 STUDENT = ["model.kwargs={depth: 10, width: 0.5}", "optim.epochs=3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -64,7 +64,7 @@ def test_attnkit_distill_on_mnist5k(tmp_path, teacher_run, capsys):
 )
 def test_bad_config_values_give_one_line_errors(tmp_path, args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, f"out={tmp_path / 'run'}", "progress=off"])
+        main([*args, f"out={tmp_path / 'run'}", "progress=false"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -77,17 +77,10 @@ def test_unknown_layer_name_is_a_one_line_error(tmp_path, teacher_run, capsys):
     assert len(err.splitlines()) == 1 and "distill.layers: teacher: " in err and "layer7" in err
 
 
-@pytest.fixture
-def one_thread():
-    # Every segment of the killed run (in-process and subprocess) must use the same number of threads:
-    # oneDNN's reductions may depend on it, and the test compares weights bit for bit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_killed_run_resumes_to_the_same_weights(tmp_path, one_thread):
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    # Every segment runs on one thread (tests/conftest.py here, OMP_NUM_THREADS=1 in the subprocess): oneDNN's
+    # reductions may depend on the thread count, and the weights are compared bit for bit.
+    assert torch.get_num_threads() == 1
     args = [*COMMON, "model.kwargs={depth: 10, width: 0.5, dropout: 0.2}", "optim.epochs=2", "checkpoint_every_steps=3"]
     reference = tmp_path / "reference"
     main(["train", *args, f"out={reference}"])
@@ -140,8 +133,8 @@ class NoNormNet(nn.Module):
 
 def _ddp_config(out: Path) -> RunConfig:
     config = RunConfig()
-    config.out, config.device, config.progress, config.tensorboard = str(out), "cpu", "off", False
-    config.channels_last, config.precision = "off", "fp32"
+    config.out, config.device, config.progress, config.tensorboard = str(out), "cpu", False, False
+    config.channels_last, config.precision = False, "fp32"
     config.data.train_limit, config.data.test_limit, config.data.batch_size, config.data.eval_batch_size = 512, 300, 64, 128
     config.optim.epochs, config.optim.lr = 2, 0.05
     return config

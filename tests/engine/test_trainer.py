@@ -15,10 +15,10 @@ TINY = {"depth": 10, "width": 0.5}
 
 def make_config(out, epochs=2, **distill) -> RunConfig:
     config = RunConfig()
-    config.out, config.progress, config.tensorboard = str(out), "off", False
+    config.out, config.progress, config.tensorboard = str(out), False, False
     config.model.name, config.model.kwargs = "wrn", dict(TINY)
     config.optim.epochs, config.optim.lr, config.optim.milestones = epochs, 0.05, [epochs - 1]
-    config.channels_last = "off"
+    config.channels_last = False
     for key, value in distill.items():
         setattr(config.distill, key, value)
     return config

@@ -93,7 +93,7 @@ def teacher_forward(teacher: nn.Module, x: Tensor) -> Callable[[], None]:
     return forward
 
 
-def attnkit_trainer(device: torch.device, precision: str, channels_last: str, **distill: float):
+def attnkit_trainer(device: torch.device, precision: str, channels_last: bool | str, **distill: float):
     """An engine Trainer around fresh WRNs and a random in-memory data set (nothing is written to disk)."""
     from ..data import ImageTensors, make_loader
     from ..engine import RunConfig, Trainer
@@ -106,7 +106,7 @@ def attnkit_trainer(device: torch.device, precision: str, channels_last: str, **
     config = RunConfig()
     config.out = tempfile.mkdtemp(prefix="attnkit-bench-")
     config.device, config.precision, config.channels_last = str(device), precision, channels_last
-    config.progress, config.tensorboard = "off", False
+    config.progress, config.tensorboard = False, False
     for key, value in distill.items():
         setattr(config.distill, key, value)
     student, teacher = _models(device)
@@ -116,16 +116,18 @@ def attnkit_trainer(device: torch.device, precision: str, channels_last: str, **
                    train_loader=train, test_loader=test)
 
 
-def _trainer_step(trainer, x: Tensor, y: Tensor) -> Callable[[], None]:
+def _trainer_step(trainer, x: Tensor, y: Tensor, hooks: contextlib.ExitStack) -> Callable[[], None]:
+    """Trainer.train_step as fit() runs it: with the objective's feature hooks installed (removed by `hooks`)."""
+    hooks.enter_context(trainer.objective)
     return lambda: trainer.train_step(x, y)
 
 
-def _variants(device: torch.device) -> list[tuple[str, str, str]]:
+def _variants(device: torch.device) -> list[tuple[str, str, bool | str]]:
     from ..engine.runtime import bf16_supported
 
-    rows = [("attnkit fp32", "fp32", "off"), ("attnkit fp32 channels_last", "fp32", "on")]
+    rows = [("attnkit fp32", "fp32", False), ("attnkit fp32 channels_last", "fp32", True)]
     if bf16_supported(device):
-        rows += [("attnkit bf16", "bf16", "off"), ("attnkit bf16 channels_last", "bf16", "on")]
+        rows += [("attnkit bf16", "bf16", False), ("attnkit bf16 channels_last", "bf16", True)]
     return rows + [("attnkit default (auto)", "auto", "auto")]
 
 
@@ -139,13 +141,15 @@ def run(device: str = "cpu", repeats: int = 10) -> list[dict]:
     fns["parts: student step"] = student_step
     fns["parts: teacher forward"] = forward
     chosen = {}
-    for name, precision, channels_last in _variants(dev):
-        trainer = attnkit_trainer(dev, precision, channels_last, at_beta=1000.0, kd_alpha=0.9)
-        fns[name] = _trainer_step(trainer, x, y)
-        chosen[name] = f"{str(trainer.amp_dtype or 'fp32').removeprefix('torch.')}, channels_last={trainer.channels_last}"
-    kd_only = attnkit_trainer(dev, "auto", "auto", kd_alpha=0.9)
-    fns["attnkit default, KD only"] = _trainer_step(kd_only, x, y)
-    results = compare(fns, dev, min_repeats=repeats, min_seconds=2.0)
+    with contextlib.ExitStack() as hooks:
+        for name, precision, channels_last in _variants(dev):
+            trainer = attnkit_trainer(dev, precision, channels_last, at_beta=1000.0, kd_alpha=0.9)
+            fns[name] = _trainer_step(trainer, x, y, hooks)
+            chosen[name] = _settings(trainer)
+        kd_only = attnkit_trainer(dev, "auto", "auto", kd_alpha=0.9)
+        fns["attnkit default, KD only"] = _trainer_step(kd_only, x, y, hooks)
+        chosen["attnkit default, KD only"] = _settings(kd_only)
+        results = compare(fns, dev, min_repeats=repeats, min_seconds=2.0)
 
     plain = results["plain eager fp32 (official-code style)"].seconds
     parts = results["parts: student step"].seconds + results["parts: teacher forward"].seconds
@@ -156,6 +160,10 @@ def run(device: str = "cpu", repeats: int = 10) -> list[dict]:
         rows.append(_row(name, m.seconds, m.peak_bytes, plain, chosen.get(name, "fp32, NCHW" if "plain" in name else "")))
     rows.insert(1, _row("parts: student step + teacher forward", parts, None, plain, "fp32, NCHW, timed separately"))
     return rows
+
+
+def _settings(trainer) -> str:
+    return f"{str(trainer.amp_dtype or 'fp32').removeprefix('torch.')}, channels_last={trainer.channels_last}"
 
 
 def _row(name: str, seconds: float, peak: int | None, plain: float, settings: str) -> dict:
@@ -211,17 +219,18 @@ def run_gradat(device: str = "cpu", repeats: int = 10) -> list[dict]:
         teacher.to(memory_format=torch.channels_last)
     teacher.requires_grad_(False)
     xs = x.contiguous(memory_format=torch.channels_last) if trainer.channels_last else x
-    fns = {
-        "attnkit gradient-AT step": _trainer_step(trainer, x, y),
-        "part: student double-backprop step": student_double_backprop_step(student, xs, y, trainer.autocast),
-        "part: teacher input gradient (fwd+bwd)": teacher_input_gradient(teacher, xs, y, trainer.autocast),
-        "plain student step": plain_student_step(student, xs, y, trainer.autocast),
-    }
-    results = compare(fns, dev, min_repeats=repeats, min_seconds=2.0)
+    with contextlib.ExitStack() as hooks:
+        fns = {
+            "attnkit gradient-AT step": _trainer_step(trainer, x, y, hooks),
+            "part: student double-backprop step": student_double_backprop_step(student, xs, y, trainer.autocast),
+            "part: teacher input gradient (fwd+bwd)": teacher_input_gradient(teacher, xs, y, trainer.autocast),
+            "plain student step": plain_student_step(student, xs, y, trainer.autocast),
+        }
+        results = compare(fns, dev, min_repeats=repeats, min_seconds=2.0)
     full = results["attnkit gradient-AT step"].seconds
     parts = results["part: student double-backprop step"].seconds + results["part: teacher input gradient (fwd+bwd)"].seconds
     plain = results["plain student step"].seconds
-    settings = f"{str(trainer.amp_dtype or 'fp32').removeprefix('torch.')}, channels_last={trainer.channels_last}"
+    settings = _settings(trainer)
     rows = [{"step": name, "ms": m.seconds * 1e3, "images_per_s": BATCH / m.seconds, "vs_full": m.seconds / full,
              "peak_mib": None if m.peak_bytes is None else m.peak_bytes / 2**20, "settings": settings}
             for name, m in results.items()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class DataConfig:
     augment: bool = True  # pad + random crop (+ flip) on training batches
     flip: bool | None = None  # horizontal flips; None = the data set's default (off for digits)
     pad: int = 4  # padding of the random crop, in pixels
+    pad_mode: str = "reflect"  # reflect (the attention-transfer code) | symmetric | zeros
     image_size: int = 224  # folder data sets: training crop / evaluation centre-crop size
     workers: int = 4  # folder data sets: DataLoader worker processes
     train_limit: int | None = None  # use only the first N training images (quick runs)
@@ -116,12 +118,12 @@ class RunConfig:
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
-    channels_last: str = "auto"  # auto (on CUDA only) | on | off
+    channels_last: bool | str = "auto"  # auto (CUDA: on; CPU: a short probe on the model decides) | true | false
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
     sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
-    progress: str = "auto"  # auto (a bar on a terminal, none under CI) | on | off
+    progress: bool | str = "auto"  # auto (a bar on a terminal, none under CI) | true | false
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
 
@@ -171,11 +173,16 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a simple type hint (int, float, str, bool, list[...], dict, Optional)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[-1]
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -223,6 +230,7 @@ def validate(config: RunConfig) -> None:
     _require(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
     _require(d.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {d.eval_batch_size}")
     _require(d.pad >= 0, "data.pad", f"must be >= 0, got {d.pad}")
+    _require(d.pad_mode in ("reflect", "symmetric", "zeros"), "data.pad_mode", f"must be reflect, symmetric or zeros, got {d.pad_mode!r}")
     for key in ("train_limit", "test_limit"):
         limit = getattr(d, key)
         _require(limit is None or limit >= 1, f"data.{key}", f"must be >= 1 or null, got {limit}")
@@ -251,8 +259,8 @@ def validate(config: RunConfig) -> None:
              "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta)")
     _require(not config.sync_bn or config.device != "cpu", "sync_bn", "SyncBatchNorm needs CUDA devices; drop sync_bn for CPU runs")
     _require(config.precision in ("auto", "fp32", "bf16", "fp16"), "precision", f"must be auto, fp32, bf16 or fp16, got {config.precision!r}")
-    _require(config.channels_last in ("auto", "on", "off"), "channels_last", f"must be auto, on or off, got {config.channels_last!r}")
-    _require(config.progress in ("auto", "on", "off"), "progress", f"must be auto, on or off, got {config.progress!r}")
+    _require(config.channels_last in ("auto", True, False), "channels_last", f"must be auto, true or false, got {config.channels_last!r}")
+    _require(config.progress in ("auto", True, False), "progress", f"must be auto, true or false, got {config.progress!r}")
     _require(config.eval_every >= 1, "eval_every", f"must be >= 1, got {config.eval_every}")
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
 

@@ -49,11 +49,23 @@ def build_loaders(
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
         raise ConfigError("data.root", f"{err.args[0] if err.args else err}; pass data.download=true to fetch it") from None
-    common = {"device": device, "seed": config.seed, "rank": dist.rank, "world_size": dist.world_size,
-              "channels_last": channels_last}
     if d.batch_size % dist.world_size:
         raise ConfigError("data.batch_size", f"{d.batch_size} is not divisible by the {dist.world_size} processes")
-    train_loader = datasets.make_loader(train, d.batch_size, train=True, augment=d.augment, pad=d.pad, flip=d.flip,
-                                        image_size=d.image_size, workers=d.workers, **common)
-    test_loader = datasets.make_loader(test, d.eval_batch_size, train=False, image_size=d.image_size, workers=d.workers, **common)
+    common = {"device": device, "seed": config.seed, "rank": dist.rank, "world_size": dist.world_size,
+              "channels_last": channels_last}
+    try:
+        train_loader = datasets.make_loader(train, d.batch_size, train=True, augment=d.augment, flip=d.flip,
+                                            **_loader_options(train, d), **common)
+        test_loader = datasets.make_loader(test, d.eval_batch_size, train=False, **_loader_options(test, d), **common)
+    except ValueError as err:
+        raise ConfigError("data", err.args[0]) from None
     return train_loader, test_loader, data_info(train, d.name)
+
+
+def _loader_options(data: Any, d: Any) -> dict[str, Any]:
+    """The options each kind of loader takes: padding for in-memory sets, image size and workers for folders."""
+    from ..data import ImageTensors
+
+    if isinstance(data, ImageTensors):
+        return {"pad": d.pad, "pad_mode": d.pad_mode}
+    return {"image_size": d.image_size, "num_workers": d.workers}

@@ -1,7 +1,7 @@
 """What a run reports: a progress bar per epoch, metrics as JSON lines, TensorBoard when installed, a summary.
 
 Only the main process (rank 0) writes. The progress bar is shown on a terminal and hidden when stderr is not a
-TTY or the environment variable CI is set (``progress: on|off`` overrides).
+TTY or the environment variable CI is set (``progress: true|false`` overrides).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from .checkpoint import write_json, write_text
 __all__ = ["RunLog", "progress_enabled"]
 
 
-def progress_enabled(setting: str) -> bool:
-    if setting in ("on", "off"):
-        return setting == "on"
+def progress_enabled(setting: bool | str) -> bool:
+    if isinstance(setting, bool):
+        return setting
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 class RunLog:
     """Writes ``metrics.jsonl`` (one record per evaluated epoch), TensorBoard scalars and ``summary.json``."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool, progress: str = "auto", tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, enabled: bool, progress: bool | str = "auto", tensorboard: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.show_progress = enabled and progress_enabled(progress)
         self.path = self.run_dir / "metrics.jsonl"

@@ -180,7 +180,7 @@ class Trainer:
     def channels_last_hint(self) -> bool:
         # The loaders emit channels_last batches when the run asks for it explicitly; with "auto" the decision
         # is made later by a probe and batches are converted in the step.
-        return self.config.channels_last == "on"
+        return self.config.channels_last is True
 
     def _build_model(self, data_info: dict[str, Any]) -> nn.Module:
         m = self.config.model
@@ -237,7 +237,7 @@ class Trainer:
                 use = probe_channels_last(copy.deepcopy(self.model), example, self._probe_step)
             use = bool(self.dist.broadcast_object(use))
         else:
-            use = setting == "on"
+            use = setting
         if use:
             self.model.to(memory_format=torch.channels_last)
             if self.teacher is not None:

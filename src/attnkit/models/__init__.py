@@ -5,10 +5,23 @@
 True
 """
 
-from ._features import FeatureInfo
+from ._features import FeatureInfo, GapLinearModel
 from ._registry import create_model, is_model, list_models, register_model
+from ._summary import ModelSummary, count_macs, count_parameters, markdown_table, summarize_models
 
 # Importing a family module registers its models.
-from . import wrn  # noqa: E402,F401  (isort: skip)
+from . import ltpa, nin, resnet, resnet_cifar, residual_attention, vgg, wrn  # noqa: E402,F401  (isort: skip)
 
-__all__ = ["FeatureInfo", "create_model", "is_model", "list_models", "register_model"]
+__all__ = [
+    "FeatureInfo",
+    "GapLinearModel",
+    "ModelSummary",
+    "count_macs",
+    "count_parameters",
+    "create_model",
+    "is_model",
+    "list_models",
+    "markdown_table",
+    "register_model",
+    "summarize_models",
+]

@@ -10,10 +10,10 @@ Learnable parameters for 10 classes: WRN-16-1 175,066; WRN-16-2 691,674; WRN-40-
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._features import FeatureInfo
+from ._blocks import init_weights
+from ._features import FeatureInfo, GapLinearModel
 from ._registry import register_model
 
 __all__ = ["PreActBasicBlock", "WideResNet"]
@@ -40,7 +40,7 @@ class PreActBasicBlock(nn.Module):
         return y + (x if self.shortcut is None else self.shortcut(o))
 
 
-class WideResNet(nn.Module):
+class WideResNet(GapLinearModel):
     """WRN-depth-width for 32x32 inputs (works at any input size >= 8 through global average pooling).
 
     Args:
@@ -76,7 +76,7 @@ class WideResNet(nn.Module):
             FeatureInfo("layer2", widths[1], 2),
             FeatureInfo("layer3", widths[2], 4),
         ]
-        self._init_weights()
+        init_weights(self)
 
     @staticmethod
     def _group(in_channels: int, out_channels: int, count: int, stride: int, dropout: float) -> nn.Sequential:
@@ -85,26 +85,10 @@ class WideResNet(nn.Module):
             for i in range(count)
         ))
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.conv1(x)  # (B, 16, H, W)
         x = self.layer3(self.layer2(self.layer1(x)))  # (B, 64k, H/4, W/4)
         return self.relu(self.bn(x))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(F.adaptive_avg_pool2d(features, 1).flatten(1))  # (B, C, h, w) -> (B, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
 
 
 def _create_wrn(depth: int, width: float, **kwargs) -> WideResNet:
