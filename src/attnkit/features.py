@@ -16,7 +16,7 @@ Layers are named by their module path, exactly as ``model.named_modules()`` name
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "LayerPair",
     "eval_mode",
     "extract_features",
+    "output_module",
     "pair_layers",
     "resolution_groups",
     "resolve_module",
@@ -104,6 +105,37 @@ class FeatureCapture:
         if missing:
             raise RuntimeError(f"modules {missing} did not run in the forward pass, so nothing was captured")
         return [self.features[p] for p in self.paths]
+
+
+def output_module(model: nn.Module, run: Callable[[], Any]) -> str:
+    """The path of the submodule of ``model`` whose output is the very tensor ``run()`` returns.
+
+    ``run`` is called once (e.g. ``lambda: model.forward_features(x)``) with a forward hook on every submodule;
+    the hooks are removed afterwards, also after an error. Among several modules returning that tensor (a
+    ``Sequential`` and its last layer, a BatchNorm and the in-place ReLU after it) the shallowest wins, and among
+    equally shallow ones the last to finish (the in-place ReLU, whose output is what follows).
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(inplace=True)))
+    >>> output_module(model, lambda: model(torch.zeros(1, 3, 2, 2)))
+    '1'
+    """
+    finished: list[tuple[str, Any]] = []  # (path, output) in the order the modules finish
+    handles = []
+    try:
+        for path, module in model.named_modules():
+            if path:
+                handles.append(module.register_forward_hook(lambda m, a, out, p=path: finished.append((p, out))))
+        result = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    candidates = [path for path, out in finished if isinstance(result, Tensor) and out is result]
+    if not candidates:
+        raise ValueError(
+            f"no submodule of {type(model).__name__} returns that output (a function, not a module, computes it); "
+            "name the layer by its module path"
+        )
+    return min(reversed(candidates), key=lambda path: path.count("."))
 
 
 def extract_features(

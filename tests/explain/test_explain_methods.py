@@ -47,9 +47,11 @@ def test_gradcam_and_hirescam_by_hand():
 def test_gradcam_equals_captum_layer_gradcam(small_wrn):
     x = torch.randn(3, 3, 16, 16)
     target = torch.tensor([0, 3, 1])
-    # Default layer = forward_features output = what WRN's final (in-place) ReLU module returns.
+    # Default layer: the module producing forward_features' output, WRN's final (in-place) ReLU, not its BN.
+    method = GradCAM(small_wrn)
     expected = LayerGradCam(small_wrn, small_wrn.relu).attribute(x, target=target, relu_attributions=True)
-    assert_close(GradCAM(small_wrn).attribute(x, target, upsample=False), expected.squeeze(1), rtol=1e-5, atol=1e-5)
+    assert_close(method.attribute(x, target, upsample=False), expected.squeeze(1), rtol=1e-5, atol=1e-5)
+    assert method.layer_name == "relu" and hook_count(small_wrn) == 0
     expected = LayerGradCam(small_wrn, small_wrn.layer2).attribute(x, target=target, relu_attributions=True)
     maps = GradCAM(small_wrn, layer="layer2").attribute(x, target, upsample=False)
     assert maps.shape == (3, 8, 8) and maps.max() > 0

@@ -59,8 +59,8 @@ def create_method(name: str, model: nn.Module, **kwargs) -> AttentionMethod:
     """Bind the method registered as ``name`` (see :data:`METHODS`) to ``model``, with its keyword options.
 
     >>> from attnkit.models import create_model
-    >>> create_method("gradcam", create_model("wrn_16_1")).layer_name
-    'forward_features'
+    >>> create_method("activation", create_model("wrn_16_1"), p=4).layers
+    ['layer1', 'layer2', 'layer3']
     """
     if name not in METHODS:
         close = difflib.get_close_matches(name, METHODS, n=3)

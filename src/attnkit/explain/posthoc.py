@@ -13,12 +13,12 @@
 "score_t" is the target class's logit. For a GAP + linear head, d score_t / d A_k = w_{t,k} / (h w) everywhere,
 so Grad-CAM = HiResCAM = ReLU(CAM) / (h w).
 
-Layer of CAM, Grad-CAM and HiResCAM: by default the output of ``model.forward_features`` (the attnkit model
-contract's last feature map, after the final norm and activation): the model is run as
-``forward_head(features(forward_features(x)))`` with ``features`` an identity module that captum hooks, so
-the hooked tensor is exactly the head's input whatever module computes it (WRN's in-place ReLU included).
-Any other layer can be named by its ``named_modules()`` path with ``layer=``; captum's hooks are removed
-after every call, also when it fails.
+Layer of Grad-CAM and HiResCAM: by default the module that produces ``model.forward_features``'s output (the
+attnkit model contract's last feature map, after the final norm and activation: WRN's final ``relu``, a
+ResNet's ``layer4``, LTPA's ``block5``), found at the first call by running ``forward_features`` on one of the
+images with :func:`attnkit.features.output_module`. Any other layer can be named by its ``named_modules()``
+path with ``layer=``. CAM reads ``forward_features`` itself. captum's hooks are removed after every call, also
+when it fails.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
-from ..features import FeatureCapture, resolve_module
+from ..features import FeatureCapture, output_module, resolve_module
 from ..functional._checks import check_features
 from ._base import AttentionMethod
 
 __all__ = ["CAM", "GradCAM", "HiResCAM", "Occlusion", "Saliency"]
 
-FEATURES_LAYER = "forward_features"  # the name under which the default layer (forward_features output) is shown
+FEATURES_LAYER = "forward_features"  # CAM's default layer: the output of model.forward_features
 
 
 def _captum() -> ModuleType:
@@ -52,38 +52,31 @@ def _require(model: nn.Module, methods: tuple[str, ...], method_name: str, fix: 
         )
 
 
-class _FeaturesThenHead(nn.Module):
-    """``forward_head(forward_features(x))`` with the feature map passed through an identity module to hook."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.features = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.forward_head(self.features(self.model.forward_features(x)))
-
-
 class _LayerGradientMethod(AttentionMethod):
     """Grad-CAM and HiResCAM: gradients of the target score at one layer's output (B, C, h, w)."""
 
     def __init__(self, model: nn.Module, layer: str | None = None, relu: bool = True) -> None:
         super().__init__(model)
         if layer is None:
-            _require(model, ("forward_features", "forward_head"), type(self).__name__, "pass layer='module path'")
+            _require(model, ("forward_features",), type(self).__name__, "pass layer='module path'")
         else:
             resolve_module(model, layer)
         self.layer, self.relu = layer, relu
+        self._features_layer: str | None = None  # the default layer, once found
 
     @property
     def layer_name(self) -> str:
-        return FEATURES_LAYER if self.layer is None else self.layer
+        """The layer's module path (for the default layer: known after the first call)."""
+        return self.layer or self._features_layer or "(the module producing forward_features' output)"
 
-    def _forward_and_layer(self) -> tuple[nn.Module, nn.Module]:
-        if self.layer is None:
-            wrapper = _FeaturesThenHead(self.model)
-            return wrapper, wrapper.features
-        return self.model, resolve_module(self.model, self.layer)
+    def _layer(self, images: Tensor) -> nn.Module:
+        if self.layer is not None:
+            return resolve_module(self.model, self.layer)
+        if self._features_layer is None:
+            probe = images[:1]  # one image: the module structure does not depend on the batch
+            with torch.no_grad():
+                self._features_layer = output_module(self.model, lambda: self.model.forward_features(probe))
+        return resolve_module(self.model, self._features_layer)
 
     def _check_layer_output(self, maps: Tensor) -> None:
         if maps.dim() != 4:
@@ -97,8 +90,8 @@ class GradCAM(_LayerGradientMethod):
     """Grad-CAM through ``captum.attr.LayerGradCam``: ReLU(sum_k mean_ij(d score_t / d A_k) A_k), (B, h, w).
 
     Args:
-        model: any classifier; without ``forward_features``/``forward_head`` pass ``layer``.
-        layer: module path; None = the output of ``forward_features`` (see the module docstring).
+        model: any classifier; without ``forward_features`` pass ``layer``.
+        layer: module path; None = the module producing ``forward_features``' output (module docstring).
         relu: apply the final ReLU (the paper's map; False keeps negative evidence).
 
     >>> from attnkit.models import create_model
@@ -110,8 +103,8 @@ class GradCAM(_LayerGradientMethod):
     name = "gradcam"
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
-        forward, layer = self._forward_and_layer()
-        maps = _captum().LayerGradCam(forward, layer).attribute(images, target=target, relu_attributions=self.relu)
+        layer = self._layer(images)
+        maps = _captum().LayerGradCam(self.model, layer).attribute(images, target=target, relu_attributions=self.relu)
         self._check_layer_output(maps)
         return maps.detach().squeeze(1)  # (B, 1, h, w) -> (B, h, w)
 
@@ -126,8 +119,8 @@ class HiResCAM(_LayerGradientMethod):
     name = "hirescam"
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
-        forward, layer = self._forward_and_layer()
-        grad_x_act = _captum().LayerGradientXActivation(forward, layer).attribute(images, target=target)
+        layer = self._layer(images)
+        grad_x_act = _captum().LayerGradientXActivation(self.model, layer).attribute(images, target=target)
         self._check_layer_output(grad_x_act)
         maps = grad_x_act.detach().sum(dim=1)  # (B, C, h, w) -> (B, h, w)
         return maps.clamp_min(0) if self.relu else maps
