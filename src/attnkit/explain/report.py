@@ -270,7 +270,8 @@ def explain_models(
                 layers = method.attribute_layers(shown, upsample=False)
                 if len(layers) > 1:
                     columns = {f"{layer} ({m.shape[1]}x{m.shape[2]})": m for layer, m in layers.items()}
-                    figure = map_grid(shown, columns, title=f"{label}: {name} maps by layer", row_labels=row_text, **grid)
+                    what = "own attention by level" if name == "model" else f"{name} maps by layer"
+                    figure = map_grid(shown, columns, title=f"{label}: {what}", row_labels=row_text, **grid)
                     figures.append(save_figure(figure, folder / f"{name}_layers.png"))
         metrics[label] = evaluate(model_methods, images, boxes, target, sanity=sanity, maps=model_maps, batch_size=batch_size)
 
