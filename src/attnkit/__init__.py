@@ -4,6 +4,8 @@
 * :mod:`attnkit.losses` - the same as ``nn.Module`` wrappers holding their hyperparameters.
 * :mod:`attnkit.features` - capture intermediate features by module path; pair student and teacher layers.
 * :mod:`attnkit.models` - WRN, ResNet, VGG, NIN, Residual Attention and Learn-to-Pay-Attention networks.
+* :mod:`attnkit.explain` - attention maps of trained models (activation, gradient, the models' own, saliency,
+  CAM, Grad-CAM, HiResCAM, occlusion), their pictures and metrics (``attnkit maps``).
 """
 
 from . import features, functional, losses, models

@@ -48,6 +48,34 @@ def _eval(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _map_target(value: str) -> str | int:
+    if value in ("label", "predicted"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be label, predicted or a class index, got {value!r}") from None
+
+
+def _maps(args: argparse.Namespace) -> None:
+    from .explain.report import explain_runs, format_metrics
+
+    methods = [name.strip() for name in args.method.split(",") if name.strip()]
+    report = explain_runs(
+        args.compare or [args.checkpoint], args.out, methods, images=args.images, data=args.data,
+        count=args.num_images, root=args.root, labels=args.labels, weights=args.weights, device=args.device,
+        target=args.target, sanity=not args.no_sanity, max_rows=args.max_rows, batch_size=args.batch_size,
+    )
+    skipped: dict[tuple[str, str], list[str]] = {}  # (method, reason) -> models, so that each reason prints once
+    for label, reasons in report.skipped.items():
+        for method, reason in reasons.items():
+            skipped.setdefault((method, reason), []).append(label)
+    for (method, reason), labels in skipped.items():
+        print(f"skipped {method} for {', '.join(labels)}: {reason}")
+    print(format_metrics(report.metrics))
+    print(f"wrote {len(report.figures)} figures and {report.metrics_path}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     # Until the end-to-end demo lands: a short real run of the core (fused vs eager attention maps).
     from .bench import run_suite
@@ -104,6 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
     evaluate.add_argument("--batch-size", type=int, default=512)
     evaluate.set_defaults(func=_eval)
+
+    from .explain import METHODS
+
+    maps = commands.add_parser(
+        "maps", help="attention maps of trained runs: figures (PNG) and metrics (JSON)",
+        description="Where a trained network looks: overlays of every chosen method's maps, by layer where a "
+                    "method has several, runs side by side with --compare, and metrics.json (pointing game and "
+                    "energy in the box when the data has boxes, e.g. cluttered-mnist; model-randomisation check).",
+    )
+    runs = maps.add_mutually_exclusive_group(required=True)
+    runs.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory (or .safetensors file) to explain")
+    runs.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="several runs side by side, e.g. teacher student student_at")
+    source = maps.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", nargs="+", metavar="PATH", help="image files or directories (resized to the run's input size)")
+    source.add_argument("--data", metavar="NAME", help="test images of a data set, e.g. cluttered-mnist, mnist5k")
+    maps.add_argument("--method", default=",".join(METHODS),
+                      help=f"comma-separated methods out of {', '.join(METHODS)} (default: all; those that do not "
+                           "apply to a model are skipped with a note)")
+    maps.add_argument("--out", required=True, metavar="DIR", help="output directory for the PNGs and metrics.json")
+    maps.add_argument("--labels", nargs="+", metavar="LABEL", help="names of the runs in the figures (default: directory names)")
+    maps.add_argument("--num-images", type=int, default=8, help="images taken from --data, evenly spaced through its test split")
+    maps.add_argument("--target", type=_map_target, default=None, metavar="label|predicted|INT",
+                      help="class to explain (default: the true label with --data, else the predicted class)")
+    maps.add_argument("--weights", choices=["final", "best", "last"], default="final", help="which weights of a run directory")
+    maps.add_argument("--root", help="data directory for --data (default: $ATTNKIT_DATA or ~/.cache/attnkit/data)")
+    maps.add_argument("--device", default="cpu", help="auto | cpu | cuda")
+    maps.add_argument("--max-rows", type=int, default=8, help="images shown per figure (metrics use all)")
+    maps.add_argument("--batch-size", type=int, default=None, help="images per map computation (default: all at once)")
+    maps.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation check (one more map per method)")
+    maps.set_defaults(func=_maps)
 
     models = commands.add_parser(
         "models", help="list the registered models with their parameter counts (and MACs with --macs)"

@@ -16,7 +16,8 @@ Layers are named by their module path, exactly as ``model.named_modules()`` name
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,9 @@ from torch import Tensor, nn
 __all__ = [
     "FeatureCapture",
     "LayerPair",
+    "eval_mode",
     "extract_features",
+    "output_module",
     "pair_layers",
     "resolution_groups",
     "resolve_module",
@@ -104,6 +107,37 @@ class FeatureCapture:
         return [self.features[p] for p in self.paths]
 
 
+def output_module(model: nn.Module, run: Callable[[], Any]) -> str:
+    """The path of the submodule of ``model`` whose output is the very tensor ``run()`` returns.
+
+    ``run`` is called once (e.g. ``lambda: model.forward_features(x)``) with a forward hook on every submodule;
+    the hooks are removed afterwards, also after an error. Among several modules returning that tensor (a
+    ``Sequential`` and its last layer, a BatchNorm and the in-place ReLU after it) the shallowest wins, and among
+    equally shallow ones the last to finish (the in-place ReLU, whose output is what follows).
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(inplace=True)))
+    >>> output_module(model, lambda: model(torch.zeros(1, 3, 2, 2)))
+    '1'
+    """
+    finished: list[tuple[str, Any]] = []  # (path, output) in the order the modules finish
+    handles = []
+    try:
+        for path, module in model.named_modules():
+            if path:
+                handles.append(module.register_forward_hook(lambda m, a, out, p=path: finished.append((p, out))))
+        result = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    candidates = [path for path, out in finished if isinstance(result, Tensor) and out is result]
+    if not candidates:
+        raise ValueError(
+            f"no submodule of {type(model).__name__} returns that output (a function, not a module, computes it); "
+            "name the layer by its module path"
+        )
+    return min(reversed(candidates), key=lambda path: path.count("."))
+
+
 def extract_features(
     model: nn.Module, x: Tensor, paths: Sequence[str], detach: bool = False
 ) -> tuple[Any, list[Tensor]]:
@@ -148,22 +182,27 @@ def resolution_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOut
     return _trace_groups(model, example_input)
 
 
-class _eval_no_grad:
-    """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module of ``model`` in eval mode for the ``with`` block, then restore each module's own flag.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags = {m: m.training for m in model.modules()}
-
-    def __enter__(self) -> None:
-        self.model.eval()
-        self._grad = torch.no_grad()
-        self._grad.__enter__()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._grad.__exit__(*exc_info)
-        for module, flag in self.flags.items():
+    Gradients stay enabled (attribution methods need them); restoring per module keeps a mixed state such as a
+    frozen teacher's BatchNorm in eval inside a training model.
+    """
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
             module.training = flag
+
+
+@contextmanager
+def _eval_no_grad(model: nn.Module) -> Iterator[None]:
+    """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:

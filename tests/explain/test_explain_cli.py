@@ -1,0 +1,112 @@
+"""`attnkit maps` end to end, on run directories written by the engine's own save function."""
+
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from attnkit.cli import main
+from attnkit.data import load_dataset
+from attnkit.engine import save_weights
+from attnkit.engine.data_setup import data_info
+from attnkit.explain.render import figure_size
+from attnkit.models import create_model
+
+TINY = {"depth": 10, "width": 0.5}
+
+
+def _save_run(directory, dataset: str, seed: int) -> None:
+    data = load_dataset(dataset, "test")
+    info = {"model": "wrn", "model_kwargs": TINY, **data_info(data, dataset)}
+    torch.manual_seed(seed)
+    model = create_model("wrn", num_classes=info["num_classes"], in_chans=info["in_chans"], **TINY)
+    save_weights(model, directory / "model.safetensors", info)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    _save_run(root / "teacher", "mnist5k", seed=0)
+    _save_run(root / "student", "mnist5k", seed=1)
+    return root
+
+
+def _png_size(path):
+    with Image.open(path) as png:
+        return png.size
+
+
+def test_maps_of_one_run_on_data_set_images(runs, tmp_path, capsys):
+    out = tmp_path / "maps"
+    main(["maps", "--checkpoint", str(runs / "teacher"), "--data", "mnist5k", "--num-images", "3",
+          "--method", "gradcam,activation,model", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "skipped model for teacher: WideResNet has no forward_with_attention" in printed
+    assert "teacher  gradcam" in printed and "wrote 2 figures" in printed
+    width, height = figure_size(3, 3, row_labels=True, title=True)  # 3 images; image, gradcam, activation
+    assert _png_size(out / "methods.png") == (round(width * 100), round(height * 100))
+    assert _png_size(out / "activation_layers.png")[1] == round(height * 100)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["target"] == "label" and saved["source"] == {"data": "mnist5k"} and saved["images"] == 3
+    assert saved["runs"] == {"teacher": str(runs / "teacher")}
+    assert set(saved["metrics"]["teacher"]) == {"gradcam", "activation"}
+    assert "randomization_spearman" in saved["metrics"]["teacher"]["gradcam"]
+    assert "pointing_game" not in saved["metrics"]["teacher"]["gradcam"]  # mnist5k has no boxes
+
+
+def test_maps_compare_runs_on_image_files(runs, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i, colour in enumerate([(250, 20, 20), (10, 200, 90)]):
+        Image.new("RGB", (40, 30), colour).save(folder / f"p{i}.png")  # read as grey, cropped and resized to 28x28
+    out = tmp_path / "compare"
+    main(["maps", "--compare", str(runs / "teacher"), str(runs / "student"), "--labels", "teacher", "student+AT",
+          "--images", str(folder), "--method", "cam,saliency", "--out", str(out), "--no-sanity"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["target"] == "predicted" and saved["source"] == {"images": ["p0.png", "p1.png"]}
+    assert saved["metrics"]["student+AT"] == {"cam": {"images": 2}, "saliency": {"images": 2}}
+    width, height = figure_size(2, 3, row_labels=True, title=True)  # image, teacher, student+AT
+    for name in ("compare_cam.png", "compare_saliency.png"):
+        assert _png_size(out / name) == (round(width * 100), round(height * 100))
+    assert (out / "teacher" / "methods.png").is_file() and (out / "student_AT" / "methods.png").is_file()
+
+
+def test_maps_scores_boxes_of_cluttered_mnist(tmp_path):
+    _save_run(tmp_path / "run", "cluttered-mnist", seed=0)
+    out = tmp_path / "maps"
+    main(["maps", "--checkpoint", str(tmp_path / "run"), "--data", "cluttered-mnist", "--num-images", "2",
+          "--method", "gradcam", "--out", str(out), "--no-sanity", "--target", "3"])
+    scores = json.loads((out / "metrics.json").read_text())["metrics"]["run"]["gradcam"]
+    assert set(scores) == {"images", "pointing_game", "energy_in_box"} and 0 <= scores["energy_in_box"] <= 1
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--data", "mnist5k", "--method", "gradcm"], "unknown attention-map method 'gradcm'; did you mean gradcam"),
+        (["--data", "nosuch"], "unknown data set 'nosuch'"),
+        (["--images", "missing.png"], "no such image file or directory: missing.png"),
+        (["--images", "{folder}", "--target", "label"], "target 'label' needs labelled images"),
+        (["--images", "{folder}/notes.txt"], "cannot identify image file"),
+    ],
+)
+def test_maps_errors_are_one_clear_line(runs, tmp_path, capsys, arguments, message):
+    Image.new("L", (8, 8)).save(tmp_path / "one.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    arguments = [a.format(folder=tmp_path) for a in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["maps", "--checkpoint", str(runs / "teacher"), "--out", str(tmp_path / "o"), *arguments])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnkit maps: error:") and re.search(message, err)
+
+
+def test_maps_rejects_a_bad_target_and_missing_runs(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["maps", "--checkpoint", str(runs / "teacher"), "--data", "mnist5k", "--out", str(tmp_path), "--target", "dog"])
+    assert "must be label, predicted or a class index, got 'dog'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["maps", "--checkpoint", str(tmp_path / "none"), "--data", "mnist5k", "--out", str(tmp_path)])
+    assert "no run directory or weights file" in capsys.readouterr().err
