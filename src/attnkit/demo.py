@@ -55,7 +55,9 @@ class DemoConfig:
     batch_size: int = 64  # training batch size
     lr: float = 0.05  # peak learning rate (cosine schedule, one warm-up epoch)
     workers: int = 2  # training processes at a time (one thread each)
+    train_limit: int | None = None  # train on a fixed subset of this many images (quick checks); None = all 4,000
     report: bool = True  # write the HTML report (maps, curves, metrics) when the runs are done
+    report_images: int = 200  # test images the map metrics of the report are computed on
 
 
 def _run_config(demo: DemoConfig, out: Path, model: str, kwargs: dict[str, Any], epochs: int, seed: int,
@@ -63,7 +65,7 @@ def _run_config(demo: DemoConfig, out: Path, model: str, kwargs: dict[str, Any],
     config = RunConfig()
     config.out, config.seed, config.device = str(out), seed, "cpu"
     config.model.name, config.model.kwargs = model, dict(kwargs)
-    config.data.name, config.data.batch_size = demo.data, demo.batch_size
+    config.data.name, config.data.batch_size, config.data.train_limit = demo.data, demo.batch_size, demo.train_limit
     config.optim.epochs, config.optim.lr, config.optim.schedule, config.optim.warmup_epochs = epochs, demo.lr, "cosine", 1.0
     config.optim.nesterov = True
     config.progress, config.tensorboard = False, False
@@ -155,13 +157,11 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: _Progress) -> dict[str, 
     waiting = [j for j in jobs if j.needs_teacher]
     ready = [j for j in jobs if not j.needs_teacher]
     summaries: dict[str, dict[str, Any]] = {}
-    started: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or hooks
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
         running: dict[Future, _Job] = {}
 
         def submit(job: _Job) -> None:
-            started[job.name] = time.perf_counter()
             running[pool.submit(_train_job, job.config)] = job
 
         for job in ready:
@@ -175,9 +175,9 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: _Progress) -> dict[str, 
                     summaries[job.name] = future.result()
                 except Exception as err:
                     raise RuntimeError(f"demo run '{job.name}' failed: {err}; see {job.out / 'train.log'}") from err
-                last = summaries[job.name]["last"]
-                progress.say(f"  {job.name:<14} test error {100 - last['top1']:5.2f}%   "
-                             f"({time.perf_counter() - started[job.name]:.0f} s, {job.out})")
+                summary = summaries[job.name]
+                progress.say(f"  {job.name:<14} test error {100 - summary['last']['top1']:5.2f}%   "
+                             f"({summary['train_time_s']:.0f} s training, {job.out})")
                 if job.name == "teacher":
                     for waiting_job in waiting:
                         submit(waiting_job)
@@ -187,7 +187,7 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: _Progress) -> dict[str, 
 
 def run_demo(demo: DemoConfig | None = None) -> Path:
     """Run the demo; returns its directory (runs, results table, report)."""
-    from .report import format_results_table, load_runs, results_table
+    from .report import format_results_table, load_runs, results_table, write_report
 
     demo = demo or DemoConfig()
     root = Path(demo.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}")
@@ -210,9 +210,7 @@ def run_demo(demo: DemoConfig | None = None) -> Path:
     (root / "results.txt").write_text(text + "\n")
     if demo.report:
         print("writing the report (attention maps, curves, map metrics) ...")
-        from .report import write_report
-
-        page = write_report([j.out for j in jobs], root / "report")
+        page = write_report([j.out for j in jobs], root / "report", images=demo.report_images)
         print(f"report: {page}")
     print(f"done in {time.perf_counter() - started:.0f} s; runs in {root}")
     return root

@@ -145,3 +145,13 @@ def test_bad_layer_name_and_class_mismatch(tmp_path, teacher_dir):
     config = make_config(tmp_path / "s2", teacher=str(teacher_dir), kd_alpha=0.9)
     with pytest.raises(ConfigError, match="teacher predicts 4 classes but the data has 3"):
         Trainer(config, train_loader=three_classes[0], test_loader=three_classes[1])
+
+
+def test_data_limits_take_a_fixed_subset_of_every_class():
+    from attnkit.data import load_dataset
+    from attnkit.engine.data_setup import take
+
+    test = load_dataset("mnist5k", "test")  # stored sorted by class
+    subset = take(test, 200)
+    assert len(subset.labels) == 200 and torch.equal(subset.labels, take(test, 200).labels)
+    assert set(subset.labels.tolist()) == set(range(10))  # the first 200 would be classes 0 and 1 only

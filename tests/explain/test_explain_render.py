@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from attnkit.explain.render import GridLayout, denormalize, figure_size, map_grid, save_figure, scale_to_unit
-from attnkit.explain.report import explain_models, format_metrics, read_images
+from attnkit.explain.maps import explain_models, format_metrics, read_images
 from attnkit.models import create_model
 from explain_toys import LTPAStandIn
 

@@ -14,11 +14,17 @@ __all__ = ["build_loaders", "data_info", "take"]
 
 
 def take(data: Any, limit: int | None) -> Any:
-    """The first ``limit`` examples of an in-memory data set (all of them for None)."""
+    """``limit`` examples of an in-memory data set (all of them for None), a fixed random subset in data order.
+
+    Not simply the first ``limit``: several data sets are stored sorted by class (mnist5k, cluttered-mnist), and
+    their first images are all zeros. The subset does not depend on the run's seed, so runs that differ only
+    in their seed see the same images.
+    """
     if limit is None or limit >= len(data.labels):
         return data
-    boxes = None if getattr(data, "boxes", None) is None else data.boxes[:limit]
-    return dataclasses.replace(data, images=data.images[:limit], labels=data.labels[:limit], boxes=boxes)
+    index = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+    boxes = None if getattr(data, "boxes", None) is None else data.boxes[index]
+    return dataclasses.replace(data, images=data.images[index], labels=data.labels[index], boxes=boxes)
 
 
 def data_info(data: Any, name: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ occlusion      :class:`Occlusion`           score drop under a sliding patch (ca
 =============  ===========================  =======================================================
 
 :mod:`attnkit.explain.render` draws overlays and grids (PNG), :mod:`attnkit.explain.metrics` scores maps
-(pointing game, energy in the box, model-randomisation sanity check), :mod:`attnkit.explain.report` runs
+(pointing game, energy in the box, model-randomisation sanity check), :mod:`attnkit.explain.maps` runs
 methods on models and writes the figures and metrics the ``attnkit maps`` command shows.
 """
 

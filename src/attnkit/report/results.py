@@ -137,7 +137,7 @@ def format_results_table(table: Sequence[dict[str, Any]]) -> str:
     lines = []
     for row in table:
         methods = list(row["cells"])
-        header = ["student", "teacher", *methods]
+        header = ["student net", "teacher net", *methods]
         cells = [row["student"], row["teacher"]] + [
             f"{c['mean']:.2f} +- {c['spread']:.2f} ({c['n']})" for c in row["cells"].values()
         ]

@@ -48,7 +48,7 @@ __all__ = [
     "explain_runs",
     "format_metrics",
     "image_files",
-    "load_runs",
+    "load_run_models",
     "read_images",
 ]
 
@@ -297,7 +297,7 @@ def explain_models(
     return MapsReport(figures, metrics, {k: v for k, v in skipped.items() if v}, metrics_path)
 
 
-def load_runs(
+def load_run_models(
     paths: Sequence[str | Path], weights: str = "final", device: str | torch.device = "cpu",
     labels: Sequence[str] | None = None,
 ) -> tuple[dict[str, nn.Module], dict]:
@@ -370,7 +370,7 @@ def explain_runs(
     if (images is None) == (data is None):
         raise ValueError("give either image files (images=...) or a data set name (data=...), not both")
     dev = resolve_device(device)
-    models, info = load_runs(paths, weights, dev, labels)
+    models, info = load_run_models(paths, weights, dev, labels)
     first = next(iter(models.values()))
     if images is not None:
         size = tuple(info.get("input_size") or first.default_input_size)
