@@ -24,6 +24,7 @@ import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import functional as AF
 from ..features import LayerPair, pair_layers
 from ..models import create_model, is_model, list_models
 from .checkpoint import (
@@ -245,8 +246,14 @@ class Trainer:
         return use
 
     def _probe_step(self, model: nn.Module, x: Tensor) -> None:
+        """A step of the kind this run takes: plain, or double backprop (where channels_last measured 2x slower)."""
         with self.autocast():
-            model(x).float().sum().backward()
+            if self.config.distill.double_backprop:
+                grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
+                loss = logits.float().sum() + grad.float().pow(2).sum()
+            else:
+                loss = model(x).float().sum()
+        loss.backward()
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.dist.enabled and self.config.sync_bn:
