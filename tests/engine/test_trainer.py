@@ -155,3 +155,13 @@ def test_data_limits_take_a_fixed_subset_of_every_class():
     subset = take(test, 200)
     assert len(subset.labels) == 200 and torch.equal(subset.labels, take(test, 200).labels)
     assert set(subset.labels.tolist()) == set(range(10))  # the first 200 would be classes 0 and 1 only
+
+
+def test_compiled_distillation_captures_features_and_learns(tmp_path, teacher_dir):
+    # aot_eager traces the model (and the feature hooks) like inductor does, without its minute of C++ builds.
+    config = make_config(tmp_path / "compiled", epochs=2, teacher=str(teacher_dir), at_beta=1000.0, kd_alpha=0.9)
+    config.compile, config.compile_backend = True, "aot_eager"
+    fit(config)
+    records = [json.loads(line) for line in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["train"]["at"] > 0 and records[-1]["train"]["loss"] < records[0]["train"]["loss"]
+    assert load_model(tmp_path / "compiled").num_classes == 4  # weights saved without the compile wrapper's prefix

@@ -120,6 +120,7 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
     channels_last: bool | str = "auto"  # auto (CUDA: on; CPU: a short probe on the model decides) | true | false
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
+    compile_backend: str = "inductor"  # torch.compile backend (inductor = generated kernels; aot_eager = tracing only)
     sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)

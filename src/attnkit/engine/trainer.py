@@ -263,7 +263,9 @@ class Trainer:
         if self.dist.enabled:
             model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
         if self.config.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, backend=self.config.compile_backend)
+            if self.teacher is not None:  # inference only; its feature hooks are traced with it
+                self.objective.teacher = torch.compile(self.teacher, backend=self.config.compile_backend)
         return model
 
     # -- resume and checkpoints ----------------------------------------------------------------------------
