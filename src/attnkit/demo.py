@@ -205,7 +205,7 @@ def run_demo(demo: DemoConfig | None = None) -> Path:
     runs = load_runs(j.out for j in jobs)
     table = results_table(runs)
     text = format_results_table(table)
-    print(f"\nTest error of the student per method, {demo.data} test split ({time.perf_counter() - started:.0f} s of training):")
+    print(f"\nTest error of the student per method, {demo.data} test split (runs took {time.perf_counter() - started:.0f} s):")
     print(text)
     (root / "results.txt").write_text(text + "\n")
     if demo.report:
