@@ -95,13 +95,18 @@ def crop_flip(
     return out
 
 
-def _check_common(batch_size: int, seed: int, rank: int, world_size: int) -> None:
+def _check_common(batch_size: int, seed: int, rank: int, world_size: int, num_samples: int, train: bool, source: str) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int (the global batch over all ranks), got {batch_size!r}")
     if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
         raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    if train and num_samples < batch_size:
+        raise ValueError(
+            f"{source} has {num_samples} samples, fewer than batch_size {batch_size}: training drops the last "
+            "partial batch and would have no step; use a smaller batch_size"
+        )
 
 
 def _normalizer(mean, std, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -185,18 +190,13 @@ class DeviceLoader:
     ) -> None:
         if not isinstance(data, ImageTensors):
             raise TypeError(f"DeviceLoader needs ImageTensors, got {type(data).__name__}; use make_loader for folders")
-        _check_common(batch_size, seed, rank, world_size)
+        _check_common(batch_size, seed, rank, world_size, len(data), train, data.name)
         augment = train if augment is None else augment
         _, _, height, width = data.images.shape
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
         if augment and not (isinstance(pad, int) and 0 <= pad and (pad_mode == "zeros" or pad < min(height, width))):
             raise ValueError(f"pad must be an int >= 0 (and < the image size {height}x{width} to reflect), got {pad!r}")
-        if train and len(data) < batch_size:
-            raise ValueError(
-                f"{data.name} has {len(data)} samples, fewer than batch_size {batch_size}: training drops the last "
-                "partial batch and would have no step; use a smaller batch_size"
-            )
         self.data = data
         self.batch_size = batch_size
         self.train = train
@@ -304,12 +304,7 @@ class FolderLoader:
     ) -> None:
         if not isinstance(data, ImageFolderData):
             raise TypeError(f"FolderLoader needs ImageFolderData, got {type(data).__name__}; use make_loader")
-        _check_common(batch_size, seed, rank, world_size)
-        if train and len(data) < batch_size:
-            raise ValueError(
-                f"{data.root} has {len(data)} images, fewer than batch_size {batch_size}: training drops the last "
-                "partial batch and would have no step; use a smaller batch_size"
-            )
+        _check_common(batch_size, seed, rank, world_size, len(data), train, str(data.root))
         self.data = data
         self.batch_size = batch_size
         self.train = train

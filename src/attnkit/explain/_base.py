@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..features import eval_mode
 from ..functional import resize_map
+from ..functional._checks import check_features
 from ..functional.gradient import _as_target
 
 __all__ = ["AttentionMethod", "Target", "check_images", "resolve_target"]
@@ -36,19 +37,13 @@ _Result = TypeVar("_Result", Tensor, dict)
 
 
 def check_images(images: Tensor) -> Tensor:
-    """Raise unless ``images`` is a floating-point (B, C, H, W) batch; return it detached."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(
-            f"images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}; "
-            "for a single image add a batch dimension with image[None]"
-        )
-    if not images.is_floating_point():
+    """Raise unless ``images`` is a non-empty floating-point (B, C, H, W) batch; return it detached."""
+    if isinstance(images, Tensor) and images.dim() == 4 and not images.is_floating_point():
         raise TypeError(
             f"images must be floating point (normalised as for training), got dtype {images.dtype}; "
             "convert uint8 images with images.float() / 255 and normalise them with the data set's mean/std"
         )
+    check_features(images, "images")
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch; pass at least one image")
     return images.detach()
