@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -49,8 +50,12 @@ def build_loaders(
     from .. import data as datasets  # imported here: the engine also runs on caller-made loaders
 
     try:
-        train = take(datasets.load_dataset(d.name, "train", root=d.root, download=d.download), d.train_limit)
-        test = take(datasets.load_dataset(d.name, "test", root=d.root, download=d.download), d.test_limit)
+        download = d.download
+        if download and dist.enabled:
+            _download_once(lambda: [datasets.load_dataset(d.name, s, root=d.root, download=True) for s in ("train", "test")], dist)
+            download = False
+        train = take(datasets.load_dataset(d.name, "train", root=d.root, download=download), d.train_limit)
+        test = take(datasets.load_dataset(d.name, "test", root=d.root, download=download), d.test_limit)
     except KeyError as err:
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
@@ -66,6 +71,20 @@ def build_loaders(
     except ValueError as err:
         raise ConfigError("data", err.args[0]) from None
     return train_loader, test_loader, data_info(train, d.name)
+
+
+def _download_once(fetch, dist: Distributed) -> None:
+    """Fetch the data once per file system while the other ranks wait (ranks writing one .part file corrupt it).
+
+    Global rank 0 downloads first; then the first rank of every other machine fetches whatever its machine still
+    lacks (nothing, when the machines share the data directory).
+    """
+    if dist.is_main:
+        fetch()
+    dist.barrier()
+    if int(os.environ.get("LOCAL_RANK", dist.rank)) == 0 and not dist.is_main:
+        fetch()
+    dist.barrier()
 
 
 def _loader_options(data: Any, d: Any) -> dict[str, Any]:

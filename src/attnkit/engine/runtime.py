@@ -162,5 +162,7 @@ class Distributed:
             dist.barrier()
 
     def shutdown(self) -> None:
+        """Leave the process group together: a rank tearing it down while another still talks to it can abort."""
         if self.initialized_here and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
