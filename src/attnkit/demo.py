@@ -97,7 +97,7 @@ def _jobs(demo: DemoConfig, root: Path) -> list[_Job]:
     jobs = [_Job("teacher", _run_config(demo, teacher_out, demo.teacher, {}, demo.teacher_epochs, demo.seeds[0], {}), False)]
     for method in demo.methods:
         for seed in demo.seeds:
-            distill = dict(METHODS[method], teacher=str(teacher_out)) if METHODS[method] else {}
+            distill = dict(METHODS[method], teacher=str(teacher_out), teacher_model=demo.teacher) if METHODS[method] else {}
             slug = method.lower().replace("+", "_").replace("-", "")
             config = _run_config(demo, root / f"{slug}-seed{seed}", demo.student, demo.student_kwargs,
                                  demo.student_epochs, seed, distill)

@@ -30,6 +30,7 @@ def test_overrides_parse_yaml_values_and_numbers_without_dot():
         ({"distill": {"kd_alpha": 2}}, "distill.kd_alpha", r"must be in \[0, 1\]"),
         ({"distill": {"at_mode": "both"}}, "distill.at_mode", "must be code or paper"),
         ({"distill": {"layers": ["layer1"]}}, "distill.layers[0]", "student_path:teacher_path"),
+        ({"distill": {"layers": ["layer1:layer1", "layer1:layer2"]}}, "distill.layers", "more than one pair"),
         ({"distill": {"flip_beta": 1.0}, "compile": True}, "compile", "double-backprop"),
         ({"optim": {"milestones": [20, 10]}}, "optim.milestones", "increasing"),
         ({"precision": "fp8"}, "precision", "must be auto"),
@@ -41,6 +42,12 @@ def test_invalid_values_name_their_key(values, key, message):
     with pytest.raises(ConfigError, match=message) as info:
         config_from_dict(values)
     assert info.value.key == key and str(info.value).startswith(f"{key}: ")
+
+
+def test_overrides_leave_the_recipe_untouched():
+    recipe = {"model": {"name": "wrn", "kwargs": {"width": 1}}}
+    changed = apply_overrides(recipe, ["model.kwargs.width=2"])
+    assert changed["model"]["kwargs"]["width"] == 2 and recipe["model"]["kwargs"]["width"] == 1
 
 
 def test_override_syntax_error():

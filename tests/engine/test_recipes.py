@@ -26,3 +26,5 @@ def test_recipe_is_valid(path):
     assert path.read_text().startswith("#")  # says what it reproduces and the paper's numbers
     if config.distill.needs_teacher:
         assert config.distill.teacher in OUTS, f"{path.name}: no recipe trains the teacher {config.distill.teacher}"
+        teacher_recipe = next(config_from_dict(load_recipe(p)) for p in RECIPES if config_from_dict(load_recipe(p)).out == config.distill.teacher)
+        assert config.distill.teacher_model == teacher_recipe.model.name  # a wrong checkpoint is refused, not used

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnkit.engine import ConfigError, RunConfig, Trainer, load_model
-from attnkit.engine.checkpoint import latest_checkpoint
+from attnkit.engine.checkpoint import latest_checkpoint, load_checkpoint
 from helpers import TensorBatches, blob_data
 
 TRAIN, TEST = blob_data(256, size=16), blob_data(128, size=16, seed=1)
@@ -129,12 +129,15 @@ def test_resume_refuses_a_changed_config(tmp_path):
         fit(changed, resume=True)
 
 
-def test_divergence_stops_with_the_last_checkpoint_intact(tmp_path):
+def test_divergence_stops_and_never_checkpoints_non_finite_weights(tmp_path):
     config = make_config(tmp_path / "run", epochs=2)
-    config.optim.lr, config.precision = 1e12, "fp32"  # the first update overflows the weights
+    config.optim.lr, config.precision = 1e12, "fp32"  # the first updates overflow the weights
+    config.checkpoint_every_steps = 1  # a checkpoint after every step: none of them may hold inf or NaN
     with pytest.raises(FloatingPointError, match="NaN or inf in epoch 1"):
         fit(config)
-    assert latest_checkpoint(tmp_path / "run") is None  # nothing diverged was saved
+    if latest_checkpoint(tmp_path / "run") is not None:
+        weights, _ = load_checkpoint(tmp_path / "run")
+        assert all(torch.isfinite(w).all() for w in weights.values())
 
 
 def test_bad_layer_name_and_class_mismatch(tmp_path, teacher_dir):
@@ -147,7 +150,7 @@ def test_bad_layer_name_and_class_mismatch(tmp_path, teacher_dir):
         Trainer(config, train_loader=three_classes[0], test_loader=three_classes[1])
 
 
-def test_data_limits_take_a_fixed_subset_of_every_class():
+def test_data_limits_take_a_fixed_random_subset():
     from attnkit.data import load_dataset
     from attnkit.engine.data_setup import take
 
@@ -155,6 +158,7 @@ def test_data_limits_take_a_fixed_subset_of_every_class():
     subset = take(test, 200)
     assert len(subset.labels) == 200 and torch.equal(subset.labels, take(test, 200).labels)
     assert set(subset.labels.tolist()) == set(range(10))  # the first 200 would be classes 0 and 1 only
+    assert torch.equal(take(load_dataset("mnist5k", "train"), 100).labels, take(load_dataset("mnist5k", "train"), 100).labels)
 
 
 def test_compiled_distillation_captures_features_and_learns(tmp_path, teacher_dir):
@@ -165,3 +169,59 @@ def test_compiled_distillation_captures_features_and_learns(tmp_path, teacher_di
     records = [json.loads(line) for line in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["train"]["at"] > 0 and records[-1]["train"]["loss"] < records[0]["train"]["loss"]
     assert load_model(tmp_path / "compiled").num_classes == 4  # weights saved without the compile wrapper's prefix
+
+
+def test_resume_keeps_the_runs_measured_memory_format(tmp_path, monkeypatch):
+    import attnkit.engine.trainer as trainer_module
+
+    config = make_config(tmp_path / "run", epochs=2)
+    config.channels_last = "auto"
+    monkeypatch.setattr(trainer_module, "probe_channels_last", lambda *args, **kwargs: True)
+    crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=10)
+    with pytest.raises(Crash):
+        Trainer(config, train_loader=crashing, test_loader=loaders()[1]).fit()
+    monkeypatch.setattr(trainer_module, "probe_channels_last", lambda *args, **kwargs: False)  # a new probe would differ
+    resumed = Trainer(config, resume=True, train_loader=loaders()[0], test_loader=loaders()[1])
+    assert resumed.channels_last is True and resumed.amp_dtype == Trainer(make_config(tmp_path / "x"), train_loader=loaders()[0], test_loader=loaders()[1]).amp_dtype
+
+
+def test_logged_lr_is_the_epochs_own_and_warmup_moves_from_the_first_step(tmp_path):
+    config = make_config(tmp_path / "run", epochs=3)
+    config.optim.milestones, config.optim.gamma = [1, 2], 0.1
+    fit(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records] == pytest.approx([0.05, 0.005, 0.0005])
+    from attnkit.engine.optim import build_optimizer, build_scheduler
+
+    warm = make_config(tmp_path / "w").optim
+    warm.warmup_epochs = 1
+    optimizer = build_optimizer(warm, torch.nn.Linear(2, 2).parameters())
+    scheduler = build_scheduler(optimizer, warm, steps_per_epoch=4)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.05 / 4)  # the first step already moves
+
+
+def test_teacher_trained_on_other_images_is_refused(tmp_path, teacher_dir):
+    bigger = blob_data(64, size=24)
+    train = TensorBatches(*bigger, batch_size=32, shuffle=True)
+    config = make_config(tmp_path / "s", teacher=str(teacher_dir), at_beta=1000.0)
+    with pytest.raises(ConfigError, match="teacher was trained on images with input_size \\[1, 16, 16\\].*\\[1, 24, 24\\]"):
+        Trainer(config, train_loader=train, test_loader=train)
+
+
+class FakeDist:
+    """Two ranks that saw the same batches: all_reduce doubles."""
+
+    world_size, enabled = 2, True
+
+    def all_reduce(self, values):
+        return values.mul_(2)
+
+
+def test_partial_epoch_sums_are_summed_over_ranks():
+    from attnkit.engine.objective import StepResult
+    from attnkit.engine.trainer import EpochMeter
+
+    meter = EpochMeter(torch.device("cpu"))
+    meter.update(StepResult(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), {"ce": torch.tensor(2.0)}),
+                 torch.tensor([0, 0]))
+    assert meter.reduced_state(FakeDist()) == {"correct": 2.0, "count": 4.0, "loss": 8.0, "term_ce": 8.0}

@@ -28,7 +28,7 @@ def test_demo_trains_every_run_and_writes_table_and_report(demo_dir, capsys):
         assert (demo_dir / run / "model.safetensors").is_file(), run
         assert "epoch 1/" in (demo_dir / run / "train.log").read_text()
     table = (demo_dir / "results.txt").read_text()
-    assert re.search(r"wrn\s+wrn_16_1\s+\d+\.\d\d \+- \d+\.\d\d \(2\)\s+\d+\.\d\d \+- \d+\.\d\d \(2\)\s+\d+\.\d\d \+- 0\.00 \(1\)", table)
+    assert re.search(r"wrn\(depth=10, width=0\.5\)\s+wrn_16_1\s+\d+\.\d\d \+- \d+\.\d\d \(2\)\s+\d+\.\d\d \+- \d+\.\d\d \(2\)\s+\d+\.\d\d \+- 0\.00 \(1\)", table)
     page = (demo_dir / "report" / "index.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # curves and two side-by-side map figures, embedded
     assert 'id="results"' in page and 'id="map-metrics"' in page and "pointing game" in page
@@ -49,7 +49,7 @@ def test_results_table_means_and_spreads():
         _record("t", "wrn_16_2", {}, 0, 94.0),
         _record("s0", "wrn_16_1", {}, 0, 90.0), _record("s1", "wrn_16_1", {}, 1, 92.0),
         _record("a0", "wrn_16_1", {"at_beta": 1000}, 0, 93.0, teacher="t"),
-        _record("a1", "wrn_16_1", {"at_beta": 1000}, 1, 92.0, teacher="t"),
+        _record("a1", "wrn_16_1", {"at_beta": 1000}, 1, 92.0, teacher="./t/"),  # same run, written another way
         _record("k0", "wrn_16_1", {"at_beta": 1000, "kd_alpha": 0.9}, 0, 93.5, teacher="t"),
     ]
     (row,) = results_table(runs)

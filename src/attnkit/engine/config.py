@@ -13,6 +13,7 @@ YAML scalars. Every invalid value raises :class:`ConfigError` naming its key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -65,8 +66,8 @@ class DataConfig:
     pad_mode: str = "reflect"  # reflect (the attention-transfer code) | symmetric | zeros
     image_size: int = 224  # folder data sets: training crop / evaluation centre-crop size
     workers: int = 4  # folder data sets: DataLoader worker processes
-    train_limit: int | None = None  # use only the first N training images (quick runs)
-    test_limit: int | None = None  # evaluate on only the first N test images
+    train_limit: int | None = None  # train on a fixed random subset of N images, the same for every seed (quick runs)
+    test_limit: int | None = None  # evaluate on a fixed random subset of N test images
 
 
 @dataclass
@@ -256,9 +257,12 @@ def validate(config: RunConfig) -> None:
         for i, pair in enumerate(k.layers):
             _require(pair.count(":") == 1 and all(pair.split(":")), f"distill.layers[{i}]",
                      f"must be 'student_path:teacher_path', got {pair!r}")
+        students = [pair.split(":")[0] for pair in k.layers]
+        repeated = sorted({path for path in students if students.count(path) > 1})
+        _require(not repeated, "distill.layers", f"student layer(s) {repeated} appear in more than one pair; "
+                                                 "give each student layer one teacher layer")
     _require(not (config.compile and k.double_backprop), "compile",
              "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta)")
-    _require(not config.sync_bn or config.device != "cpu", "sync_bn", "SyncBatchNorm needs CUDA devices; drop sync_bn for CPU runs")
     _require(config.precision in ("auto", "fp32", "bf16", "fp16"), "precision", f"must be auto, fp32, bf16 or fp16, got {config.precision!r}")
     _require(config.channels_last in ("auto", True, False), "channels_last", f"must be auto, true or false, got {config.channels_last!r}")
     _require(config.progress in ("auto", True, False), "progress", f"must be auto, true or false, got {config.progress!r}")
@@ -298,8 +302,8 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to a nested dict (a copy); values are YAML scalars or lists."""
-    result = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    """Apply ``section.key=value`` overrides to a copy of a nested dict; values are YAML scalars or lists."""
+    result = copy.deepcopy(values)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "overrides look like key=value (e.g. optim.lr=0.05)")

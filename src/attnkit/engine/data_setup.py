@@ -11,7 +11,7 @@ import torch
 from .config import ConfigError, RunConfig
 from .runtime import Distributed
 
-__all__ = ["build_loaders", "data_info", "take"]
+__all__ = ["build_loaders", "data_info", "load_splits", "make_split_loader", "take"]
 
 
 def take(data: Any, limit: int | None) -> Any:
@@ -47,30 +47,46 @@ def build_loaders(
         # information comes from an `info` dict or from the `data` they wrap.
         info = getattr(train_loader, "info", None) or data_info(train_loader.data, d.name)
         return train_loader, test_loader, info
+    if d.batch_size % dist.world_size:
+        raise ConfigError("data.batch_size", f"{d.batch_size} is not divisible by the {dist.world_size} processes")
+    train, test = load_splits(config, dist, ("train", "test"))
+    train_loader = make_split_loader(train, config, device, dist, train=True, channels_last=channels_last)
+    test_loader = make_split_loader(test, config, device, dist, train=False, channels_last=channels_last)
+    return train_loader, test_loader, data_info(train, d.name)
+
+
+def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...]) -> list[Any]:
+    """The run's data set splits (downloaded once per file system if asked), limited as configured."""
     from .. import data as datasets  # imported here: the engine also runs on caller-made loaders
 
+    d = config.data
+    limits = {"train": d.train_limit, "test": d.test_limit}
     try:
         download = d.download
         if download and dist.enabled:
-            _download_once(lambda: [datasets.load_dataset(d.name, s, root=d.root, download=True) for s in ("train", "test")], dist)
+            _download_once(lambda: [datasets.load_dataset(d.name, s, root=d.root, download=True) for s in splits], dist)
             download = False
-        train = take(datasets.load_dataset(d.name, "train", root=d.root, download=download), d.train_limit)
-        test = take(datasets.load_dataset(d.name, "test", root=d.root, download=download), d.test_limit)
+        return [take(datasets.load_dataset(d.name, s, root=d.root, download=download), limits[s]) for s in splits]
     except KeyError as err:
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
         raise ConfigError("data.root", f"{err.args[0] if err.args else err}; pass data.download=true to fetch it") from None
-    if d.batch_size % dist.world_size:
-        raise ConfigError("data.batch_size", f"{d.batch_size} is not divisible by the {dist.world_size} processes")
-    common = {"device": device, "seed": config.seed, "rank": dist.rank, "world_size": dist.world_size,
-              "channels_last": channels_last}
+
+
+def make_split_loader(
+    data: Any, config: RunConfig, device: torch.device, dist: Distributed, train: bool, channels_last: bool = False
+) -> Any:
+    """The training loader (shuffled, augmented) or the evaluation loader of one split."""
+    from .. import data as datasets
+
+    d = config.data
+    options = {"augment": d.augment, "flip": d.flip} if train else {}
     try:
-        train_loader = datasets.make_loader(train, d.batch_size, train=True, augment=d.augment, flip=d.flip,
-                                            **_loader_options(train, d), **common)
-        test_loader = datasets.make_loader(test, d.eval_batch_size, train=False, **_loader_options(test, d), **common)
+        return datasets.make_loader(data, d.batch_size if train else d.eval_batch_size, train=train, device=device,
+                                    seed=config.seed, rank=dist.rank, world_size=dist.world_size,
+                                    channels_last=channels_last, **options, **_loader_options(data, d))
     except ValueError as err:
         raise ConfigError("data", err.args[0]) from None
-    return train_loader, test_loader, data_info(train, d.name)
 
 
 def _download_once(fetch, dist: Distributed) -> None:

@@ -82,6 +82,12 @@ class Objective:
             if capture is not None:
                 capture.__exit__(*exc_info)
 
+    def clear(self) -> None:
+        """Forget the features captured by the last forward passes."""
+        for capture in (self.student_capture, self.teacher_capture):
+            if capture is not None:
+                capture.features.clear()
+
     @property
     def trainable(self) -> nn.Module | None:
         """The objective's own learnable parameters (F-ActT adapters), trained and checkpointed with the student."""
@@ -109,7 +115,7 @@ class Objective:
             with self.autocast():
                 logits = model(images)
         # With flip symmetry the student saw [x, flip(x)]: transfer attention on the unflipped half only.
-        student_feats = [f[: len(images)] for f in self.student_capture.ordered()] if self.student_capture else []
+        student_feats = [f[: len(images)] for f in _pair_features(self.student_capture, [p.student for p in self.pairs])]
 
         terms: dict[str, Tensor] = {}
         if c.kd_alpha > 0:
@@ -128,9 +134,7 @@ class Objective:
             terms["grad_at"] = AF.grad_at_loss(student_grad, teacher_grad, c.grad_at_beta)
         if c.flip_beta > 0:
             terms["flip"] = AF.flip_symmetry_loss(student_grad, flipped_grad, c.flip_beta)
-        if self.student_capture:
-            self.student_capture.features.clear()  # drop references so activations free after backward
-            self.teacher_capture.features.clear()
+        self.clear()  # drop the captured references so that the activations are freed after backward
         loss = torch.stack(list(terms.values())).sum()
         return StepResult(loss, logits.detach(), {k: v.detach() for k, v in terms.items()})
 
@@ -145,5 +149,12 @@ class Objective:
         else:
             with torch.inference_mode(), self.autocast():
                 logits, grad = self.teacher(images), None
-        feats = self.teacher_capture.ordered() if self.teacher_capture else []
-        return logits, feats, grad
+        return logits, _pair_features(self.teacher_capture, [p.teacher for p in self.pairs]), grad
+
+
+def _pair_features(capture: FeatureCapture | None, paths: Sequence[str]) -> list[Tensor]:
+    """One captured output per pair, in pair order (a layer shared by two pairs is captured once, used twice)."""
+    if capture is None:
+        return []
+    capture.ordered()  # raises, naming them, if some layer did not run
+    return [capture.features[path] for path in paths]

@@ -31,9 +31,13 @@ def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def lr_factor(epoch: float, config: OptimConfig) -> float:
-    """Multiplier of the peak learning rate at fractional ``epoch``."""
-    warmup = min(1.0, epoch / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
+def lr_factor(epoch: float, config: OptimConfig, step: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at fractional ``epoch``.
+
+    ``step`` is one iteration in epochs (1 / steps per epoch): the warm-up counts the step being taken, so its
+    first step already moves (a factor of 0 would waste it) and it reaches the full rate on its last step.
+    """
+    warmup = min(1.0, (epoch + step) / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
     if config.schedule == "step":
         decay = config.gamma ** sum(epoch >= m for m in config.milestones)
     elif config.schedule == "cosine":
@@ -45,4 +49,4 @@ def lr_factor(epoch: float, config: OptimConfig) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int) -> LambdaLR:
     steps = max(1, steps_per_epoch)
-    return LambdaLR(optimizer, lambda iteration: lr_factor(iteration / steps, config))
+    return LambdaLR(optimizer, lambda iteration: lr_factor(iteration / steps, config, 1 / steps))

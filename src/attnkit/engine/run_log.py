@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .checkpoint import write_json, write_text
 
-__all__ = ["RunLog", "progress_enabled"]
+__all__ = ["RunLog", "progress_enabled", "read_metrics"]
 
 
 def progress_enabled(setting: bool | str) -> bool:
@@ -59,9 +59,7 @@ class RunLog:
         write_text(self.path, "".join(line + "\n" for line in kept))
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        return read_metrics(self.path)
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -87,6 +85,14 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file, oldest first ([] if there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def _tensorboard_writer(run_dir: Path):

@@ -33,6 +33,7 @@ from .checkpoint import (
     library_versions,
     load_checkpoint,
     load_model,
+    load_run_info,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -70,15 +71,18 @@ class EpochMeter:
     def finite(self) -> bool:
         return bool(torch.isfinite(self.sums["loss"])) if "loss" in self.sums else True
 
-    def state(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.sums.items()}
-
-    def summary(self, dist: Distributed) -> dict[str, float]:
+    def reduced_state(self, dist: Distributed) -> dict[str, float]:
+        """The running sums over all ranks, as plain numbers (every rank must call this together)."""
         keys = sorted(self.sums)
         if not keys:
             return {}
         totals = dist.all_reduce(torch.stack([self.sums[k] for k in keys]).to(torch.float64))
-        sums = dict(zip(keys, totals.tolist()))
+        return dict(zip(keys, totals.tolist()))
+
+    def summary(self, dist: Distributed) -> dict[str, float]:
+        sums = self.reduced_state(dist)
+        if not sums:
+            return {}
         count = max(sums.pop("count"), 1.0)
         out = {"loss": sums.pop("loss") / count, "top1": 100.0 * sums.pop("correct") / count}
         out.update({k.removeprefix("term_"): v / count for k, v in sums.items()})
@@ -131,13 +135,14 @@ class Trainer:
         self.run_dir = Path(config.out)
         self._check_names(model, teacher)
         self._check_run_dir()
+        self.checkpoint = self._read_checkpoint() if resume else None  # (weights, state) to continue from
         seed_everything(config.seed)
 
         self.train_loader, self.test_loader, data_info = self._build_data(train_loader, test_loader)
         self.model = (model or self._build_model(data_info)).to(self.device)
         self.info = self._run_info(data_info, custom_model=model)
-        self.teacher = teacher.to(self.device).eval() if teacher is not None else self._load_teacher()
-        self.amp_dtype = resolve_precision(config.precision, self.device)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else self._load_teacher(data_info)
+        self.amp_dtype = self._precision()
         self.autocast = functools.partial(autocast, self.device, self.amp_dtype)
         self.objective = Objective(self.model, config.distill, self.teacher, self._layer_pairs(data_info), self.autocast)
         self.objective.to(self.device)
@@ -196,16 +201,23 @@ class Trainer:
         return {"model": name, "model_class": type(self.model).__qualname__, "model_kwargs": self.config.model.kwargs,
                 **data_info, "versions": library_versions()}
 
-    def _load_teacher(self) -> nn.Module | None:
+    def _load_teacher(self, data_info: dict[str, Any]) -> nn.Module | None:
+        """The frozen teacher, checked against the architecture asked for and against this run's images."""
         d = self.config.distill
         if not d.needs_teacher:
             return None
         try:
             teacher = load_model(d.teacher, self.device, model_name=d.teacher_model)
+            teacher_info = load_run_info(d.teacher)
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
-        if getattr(teacher, "num_classes", None) != self.info["num_classes"]:
-            raise ConfigError("distill.teacher", f"teacher predicts {teacher.num_classes} classes but the data has {self.info['num_classes']}")
+        if getattr(teacher, "num_classes", None) != data_info["num_classes"]:
+            raise ConfigError("distill.teacher", f"teacher predicts {teacher.num_classes} classes but the data has {data_info['num_classes']}")
+        for key in ("in_chans", "input_size", "mean", "std"):
+            if key in teacher_info and teacher_info[key] != data_info[key]:
+                raise ConfigError("distill.teacher", f"the teacher was trained on images with {key} {teacher_info[key]} "
+                                                     f"({teacher_info.get('dataset')}), this run's have {data_info[key]} "
+                                                     f"({data_info['dataset']}); a teacher must see the student's images")
         return teacher
 
     def _layer_pairs(self, data_info: dict[str, Any]) -> list[LayerPair]:
@@ -225,8 +237,17 @@ class Trainer:
             params += list(self.objective.trainable.parameters())
         return params
 
+    def _precision(self) -> torch.dtype | None:
+        """The autocast dtype; a resumed run keeps the one it started with (the same arithmetic, the same bits)."""
+        if self.checkpoint is not None and "precision" in self.checkpoint[1]:
+            saved = self.checkpoint[1]["precision"]
+            return resolve_precision({"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[saved], self.device)
+        return resolve_precision(self.config.precision, self.device)
+
     def _use_channels_last(self, data_info: dict[str, Any]) -> bool:
         setting = self.config.channels_last
+        if self.checkpoint is not None and "channels_last" in self.checkpoint[1]:
+            setting = self.checkpoint[1]["channels_last"]  # the run's measured choice, not a new probe
         if setting == "auto":
             if self.device.type == "cuda":
                 use = True
@@ -270,13 +291,17 @@ class Trainer:
 
     # -- resume and checkpoints ----------------------------------------------------------------------------
 
-    def _restore(self) -> None:
+    def _read_checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The newest checkpoint, after checking that this config is the run's own."""
         saved = config_to_dict(config_from_dict(_read_yaml(self.run_dir / "config.yaml")))
         differences = [k for k in _diff(saved, config_to_dict(self.config)) if k not in _RESUME_NEUTRAL]
         if differences:
             raise ConfigError("resume", f"the config differs from {self.run_dir / 'config.yaml'} at {', '.join(differences)}; "
-                                        "resume with the run's own config (or start a new run)")
-        weights, state = load_checkpoint(self.run_dir)
+                                        f"resume with the run's own config: attnkit train {self.run_dir / 'config.yaml'} --resume")
+        return load_checkpoint(self.run_dir)
+
+    def _restore(self) -> None:
+        weights, state = self.checkpoint
         check_state_dict(self.model, weights, str(self.run_dir))
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -285,19 +310,34 @@ class Trainer:
             self.objective.trainable.load_state_dict(state["objective"])
         restore_rng_state(state["rng"])
         self.start_epoch, self.start_step = state["epoch"], state["step"]
-        self.best, self.elapsed, self.partial_sums = dict(state["best"]), float(state["elapsed"]), dict(state["partial_sums"])
+        self.best, self.elapsed = dict(state["best"]), float(state["elapsed"])
+        # The partial epoch's sums are over all ranks: rank 0 carries them, the others start from zero.
+        self.partial_sums = dict(state["partial_sums"]) if self.dist.is_main else {}
+        self.checkpoint = None  # free the copy
         self.log.truncate_after(self.start_epoch)
         self.log.message(f"resuming {self.run_dir} at epoch {self.start_epoch + 1}, step {self.start_step}")
 
     def _save_checkpoint(self, epoch: int, step: int, partial_sums: dict[str, float]) -> None:
+        """Checkpoint (weights, optimiser, schedule, RNG, counters); ``partial_sums`` are already summed over ranks."""
+        self._check_weights_finite(epoch, step)
         if not self.dist.is_main:
             return
         state = {
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "objective": self.objective.trainable.state_dict() if self.objective.trainable is not None else {},
             "rng": rng_state(), "best": self.best, "elapsed": self.elapsed, "partial_sums": partial_sums,
+            "channels_last": self.channels_last, "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
         }
         save_checkpoint(self.run_dir, self.model, self.info, state, epoch, step)
+
+    def _check_weights_finite(self, epoch: int, step: int) -> None:
+        """Never save diverged weights: a finite loss can still be followed by an update to inf."""
+        norms = torch.stack([p.detach().float().norm() for p in self._trainable_parameters()])
+        if not bool(torch.isfinite(norms).all()):
+            raise FloatingPointError(
+                f"the weights became NaN or inf in epoch {epoch + 1} by step {step}; the last checkpoint in "
+                f"{self.run_dir} is intact. Lower optim.lr, set optim.grad_clip, or use precision=fp32"
+            )
 
     def _write_run_files(self) -> None:
         if self.dist.is_main:
@@ -315,11 +355,11 @@ class Trainer:
         try:
             with self.objective:
                 for epoch in range(self.start_epoch, epochs):
-                    started = time.perf_counter()
+                    started, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]  # the rate of the epoch's first step
                     train_metrics, images = self._train_epoch(epoch)
                     seconds = time.perf_counter() - started
                     self.elapsed += seconds
-                    record = {"epoch": epoch + 1, "lr": self.scheduler.get_last_lr()[0], "train": train_metrics,
+                    record = {"epoch": epoch + 1, "lr": lr, "train": train_metrics,
                               "time_s": seconds, "images_per_s": images / max(seconds, 1e-9)}
                     if (epoch + 1) % self.config.eval_every == 0 or epoch + 1 == epochs:
                         record["test"] = self.evaluate()
@@ -350,7 +390,7 @@ class Trainer:
             every = self.config.checkpoint_every_steps
             if every and (step + 1) % every == 0 and step + 1 < steps:
                 self._check_finite(meter, epoch, step)
-                self._save_checkpoint(epoch, step + 1, meter.state())
+                self._save_checkpoint(epoch, step + 1, meter.reduced_state(self.dist))
         self._check_finite(meter, epoch, steps - 1)
         return meter.summary(self.dist), images_seen * self.dist.world_size
 
@@ -361,6 +401,8 @@ class Trainer:
         result = self.objective(self.train_model, images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
+        if self.objective.trainable is not None:
+            self.dist.average_gradients(self.objective.trainable.parameters())
         if self.config.optim.grad_clip is not None:
             nn.utils.clip_grad_norm_(self._trainable_parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
@@ -379,15 +421,20 @@ class Trainer:
         batches = self.test_loader.epoch_batches(0)
         if self.channels_last:
             batches = ((x.contiguous(memory_format=torch.channels_last), y) for x, y in batches)
-        return evaluate(self.model, batches, self.device, self.amp_dtype, self.dist)
+        try:
+            return evaluate(self.model, batches, self.device, self.amp_dtype, self.dist)
+        finally:
+            self.objective.clear()  # the feature hooks saw the evaluation batches; let those activations go
 
     def _track_best(self, epoch: int, test: dict[str, float]) -> None:
         if test["top1"] > self.best["top1"]:
+            self._check_weights_finite(epoch - 1, len(self.train_loader))
             self.best = {"epoch": epoch, "top1": test["top1"], "top5": test["top5"], "loss": test["loss"]}
             if self.dist.is_main:
                 save_weights(self.model, self.run_dir / "best.safetensors", self.info)
 
     def _finish(self, last: dict[str, Any] | None) -> dict[str, Any]:
+        self._check_weights_finite(self.config.optim.epochs - 1, len(self.train_loader))
         if self.dist.is_main:
             save_weights(self.model, self.run_dir / "model.safetensors", self.info)
         records = self.log.records() if self.dist.is_main else []

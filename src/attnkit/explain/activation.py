@@ -19,12 +19,11 @@ from torch import Tensor, nn
 
 from ..features import FeatureCapture, resolve_module
 from ..functional import attention_map
-from ..functional._checks import check_features, check_positive
+from ..functional._checks import check_features, check_positive, check_reduction
 from ._base import AttentionMethod, Target
 
 __all__ = ["ActivationMap"]
 
-_REDUCTIONS = ("mean", "sum", "max")
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -73,8 +72,7 @@ class ActivationMap(AttentionMethod):
         for path in layers:
             resolve_module(model, path)  # fail now, naming close paths, rather than at the first call
         check_positive("p", p)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        check_reduction(reduction)
         self.layers, self.p, self.reduction, self.normalize = layers, float(p), reduction, normalize
 
     def attribute_layers(

@@ -13,12 +13,11 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..functional import attention_map, input_gradient
-from ..functional._checks import check_positive
+from ..functional._checks import check_positive, check_reduction
 from ._base import AttentionMethod
 
 __all__ = ["GradientAttention"]
 
-_REDUCTIONS = ("mean", "sum", "max")
 
 
 class GradientAttention(AttentionMethod):
@@ -41,8 +40,7 @@ class GradientAttention(AttentionMethod):
     def __init__(self, model: nn.Module, p: float = 1.0, reduction: str = "sum") -> None:
         super().__init__(model)
         check_positive("p", p)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        check_reduction(reduction)
         self.p, self.reduction = float(p), reduction
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:

@@ -244,46 +244,21 @@ def explain_models(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bound, skipped = _bind(models, methods, method_options or {})
-    rows = evenly_spaced(images.shape[0], max_rows)  # (r,) indices of the images shown in the figures
-    shown = images[rows]
-    shown_boxes = None if boxes is None else boxes[rows.to(boxes.device)]
-    shown_labels = None if labels is None else labels[rows.to(labels.device)]
-    predictions = {label: _predictions(model, shown) for label, model in models.items()}
-    grid = dict(mean=mean, std=std, boxes=shown_boxes)
+    shown = _Shown.pick(models, images, boxes, labels, classes, mean, std, max_rows)
 
     figures: list[Path] = []
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     maps: dict[str, dict[str, Tensor]] = {}  # method -> model label -> (N, H, W)
     for label, model_methods in bound.items():
-        folder = out_dir if len(models) == 1 else out_dir / _file_label(label)
         model_maps = {name: method.attribute(images, target, batch_size=batch_size) for name, method in model_methods.items()}
         for name, method_maps in model_maps.items():
             maps.setdefault(name, {})[label] = method_maps
-        row_text = _row_labels(shown_labels, classes, {label: predictions[label]})
-        if model_maps:
-            columns = {name: m[rows] for name, m in model_maps.items()}
-            figure = map_grid(shown, columns, title=f"{label}: attention maps", row_labels=row_text, **grid)
-            figures.append(save_figure(figure, folder / "methods.png"))
-        for name, method in model_methods.items():
-            if isinstance(method, (ActivationMap, ModelAttention)):
-                # Raw maps, titled with their resolution; the figure resizes them (resize_map) like attribute does.
-                layers = method.attribute_layers(shown, upsample=False)
-                if len(layers) > 1:
-                    columns = {f"{layer} ({m.shape[1]}x{m.shape[2]})": m for layer, m in layers.items()}
-                    what = "own attention by level" if name == "model" else f"{name} maps by layer"
-                    figure = map_grid(shown, columns, title=f"{label}: {what}", row_labels=row_text, **grid)
-                    figures.append(save_figure(figure, folder / f"{name}_layers.png"))
+        folder = out_dir if len(models) == 1 else out_dir / _file_label(label)
+        figures += _model_figures(label, model_methods, model_maps, shown, folder)
         metrics[label] = evaluate(model_methods, images, boxes, target, sanity=sanity, maps=model_maps, batch_size=batch_size)
-
     if len(models) > 1:
-        for name, by_model in maps.items():
-            if len(by_model) > 1:
-                columns = {label: m[rows] for label, m in by_model.items()}
-                row_text = _row_labels(shown_labels, classes, {label: predictions[label] for label in by_model})
-                figure = map_grid(shown, columns, title=f"{name}: models side by side", row_labels=row_text, **grid)
-                figures.append(save_figure(figure, out_dir / f"compare_{_file_label(name)}.png"))
+        figures += _comparison_figures(maps, shown, out_dir)
 
-    metrics_path = out_dir / "metrics.json"
     payload = {
         "images": int(images.shape[0]),
         "target": _describe_target(target),
@@ -293,8 +268,62 @@ def explain_models(
         "figures": [str(path.relative_to(out_dir)) for path in figures],
         **(details or {}),
     }
+    metrics_path = out_dir / "metrics.json"
     metrics_path.write_text(json.dumps(payload, indent=2) + "\n")
     return MapsReport(figures, metrics, {k: v for k, v in skipped.items() if v}, metrics_path)
+
+
+@dataclass
+class _Shown:
+    """The few images a figure shows (evenly spaced through the batch), with what is written beside them."""
+
+    rows: Tensor  # (r,) indices into the batch
+    images: Tensor  # (r, C, H, W)
+    labels: Tensor | None
+    classes: Sequence[str] | None
+    predictions: dict[str, list[int]]  # model label -> predicted class per shown image
+    grid: dict  # map_grid keyword arguments: mean, std, boxes
+
+    @classmethod
+    def pick(cls, models, images, boxes, labels, classes, mean, std, max_rows: int) -> _Shown:
+        rows = evenly_spaced(images.shape[0], max_rows)
+        shown = images[rows]
+        return cls(rows, shown, None if labels is None else labels[rows.to(labels.device)], classes,
+                   {label: _predictions(model, shown) for label, model in models.items()},
+                   dict(mean=mean, std=std, boxes=None if boxes is None else boxes[rows.to(boxes.device)]))
+
+    def figure(self, columns: dict[str, Tensor], title: str, models: Sequence[str]):
+        row_text = _row_labels(self.labels, self.classes, {label: self.predictions[label] for label in models})
+        return map_grid(self.images, columns, title=title, row_labels=row_text, **self.grid)
+
+
+def _model_figures(label: str, methods: Mapping[str, AttentionMethod], maps: Mapping[str, Tensor], shown: _Shown,
+                   folder: Path) -> list[Path]:
+    """One model: its maps by method, and by layer (or attention level) for the layered methods."""
+    figures = []
+    if maps:
+        columns = {name: m[shown.rows] for name, m in maps.items()}
+        figures.append(save_figure(shown.figure(columns, f"{label}: attention maps", [label]), folder / "methods.png"))
+    for name, method in methods.items():
+        if isinstance(method, (ActivationMap, ModelAttention)):
+            # Raw maps, titled with their resolution; the figure resizes them (resize_map) like attribute does.
+            layers = method.attribute_layers(shown.images, upsample=False)
+            if len(layers) > 1:
+                columns = {f"{layer} ({m.shape[1]}x{m.shape[2]})": m for layer, m in layers.items()}
+                what = "own attention by level" if name == "model" else f"{name} maps by layer"
+                figures.append(save_figure(shown.figure(columns, f"{label}: {what}", [label]), folder / f"{name}_layers.png"))
+    return figures
+
+
+def _comparison_figures(maps: Mapping[str, Mapping[str, Tensor]], shown: _Shown, out_dir: Path) -> list[Path]:
+    """Per method, the models side by side (the paper's Fig. 1 idea)."""
+    figures = []
+    for name, by_model in maps.items():
+        if len(by_model) > 1:
+            columns = {label: m[shown.rows] for label, m in by_model.items()}
+            figure = shown.figure(columns, f"{name}: models side by side", list(by_model))
+            figures.append(save_figure(figure, out_dir / f"compare_{_file_label(name)}.png"))
+    return figures
 
 
 def load_run_models(
@@ -368,7 +397,8 @@ def explain_runs(
     from ..engine.runtime import resolve_device
 
     if (images is None) == (data is None):
-        raise ValueError("give either image files (images=...) or a data set name (data=...), not both")
+        given = "both" if images is not None else "neither"
+        raise ValueError(f"give image files (images=...) or a data set name (data=...): got {given}")
     dev = resolve_device(device)
     models, info = load_run_models(paths, weights, dev, labels)
     first = next(iter(models.values()))

@@ -12,9 +12,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "REDUCTIONS",
+    "check_reduction",
     "at_least_float32",
     "check_features",
     "check_logits_pair",
+    "check_non_negative",
     "check_pairs",
     "check_positive",
     "check_weights",
@@ -30,6 +33,21 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+REDUCTIONS = ("mean", "sum", "max")  # channel reductions of the attention functions (F_sum^p: mean/sum, F_max^p: max)
+
+
+def check_reduction(reduction: str) -> None:
+    """Raise unless ``reduction`` is one of :data:`REDUCTIONS`."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_non_negative(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number >= 0 (loss weights)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
 def check_features(features: Tensor, what: str = "features") -> None:
     """Raise unless ``features`` is a floating-point (B, C, H, W) tensor."""
     if not isinstance(features, Tensor):
@@ -43,13 +61,11 @@ def check_features(features: Tensor, what: str = "features") -> None:
         raise TypeError(f"{what} must be a floating-point tensor, got dtype {features.dtype}")
 
 
-def check_pairs(
-    student: Sequence[Tensor], teacher: Sequence[Tensor], *, same_channels: bool = False
-) -> None:
+def check_pairs(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> None:
     """Validate lists of student/teacher feature tensors that are compared pair by pair.
 
     Checks: both are non-empty sequences of equal length, every tensor is (B, C, H, W), and all tensors share
-    one batch size. With ``same_channels`` the channel counts of each pair must also agree.
+    one batch size.
     """
     if isinstance(student, Tensor) or isinstance(teacher, Tensor):
         raise TypeError(
@@ -71,11 +87,6 @@ def check_pairs(
             raise ValueError(
                 f"batch sizes differ in pair {j}: student {s.shape[0]}, teacher {t.shape[0]} "
                 f"(pair 0 has {batch}); student and teacher must see the same images"
-            )
-        if same_channels and s.shape[1] != t.shape[1]:
-            raise ValueError(
-                f"pair {j}: student has {s.shape[1]} channels but teacher has {t.shape[1]}; "
-                "use an adapter (attnkit.losses.ActivationTransferLoss creates 1x1 conv adapters)"
             )
 
 

@@ -27,12 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_features, check_positive
+from ._checks import check_features, check_positive, check_reduction
 
 __all__ = ["AttentionMapFunction", "attention_map", "normalize_map", "resize_map"]
 
 Reduction = Literal["mean", "sum", "max"]
-_REDUCTIONS = ("mean", "sum", "max")
 DEFAULT_EPS = 1e-12  # as F.normalize and the official code's l2_normalize
 
 
@@ -212,8 +211,7 @@ def attention_map(
     """
     check_features(features)
     check_positive("p", p)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     check_positive("eps", eps)
     resize = size is not None and tuple(features.shape[-2:]) != _check_size(size)
     if fused:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import at_least_float32, check_positive
+from ._checks import at_least_float32, check_non_negative
 
 __all__ = ["flip_symmetry_loss", "grad_at_loss", "input_gradient"]
 
@@ -98,8 +98,7 @@ def grad_at_loss(student_grad: Tensor, teacher_grad: Tensor, beta: float = 1.0) 
         beta: weight, >= 0.
     """
     _check_same_shape(student_grad, teacher_grad, "student and teacher input gradients")
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    check_non_negative("beta", beta)
     diff = (at_least_float32(student_grad) - at_least_float32(teacher_grad.detach())).flatten(1)  # (B, N)
     return beta / 2 * torch.linalg.vector_norm(diff, dim=1).mean()
 
@@ -113,8 +112,7 @@ def flip_symmetry_loss(grad: Tensor, flipped_grad: Tensor, beta: float = 1.0) ->
         beta: weight, >= 0.
     """
     _check_same_shape(grad, flipped_grad, "the input gradients at x and flip(x)")
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    check_non_negative("beta", beta)
     # flip(J(flip(x))) maps the gradient at the mirrored image back onto x's pixel grid (width axis).
     diff = (at_least_float32(grad) - at_least_float32(flipped_grad).flip(-1)).flatten(1)
     return beta / 2 * torch.linalg.vector_norm(diff, dim=1).mean()

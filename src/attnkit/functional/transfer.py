@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import at_least_float32, check_pairs, check_positive, check_weights, find_non_finite_pair
+from ._checks import at_least_float32, check_non_negative, check_pairs, check_positive, check_weights, find_non_finite_pair
 from .attention import DEFAULT_EPS, Reduction, attention_map
 
 __all__ = ["activation_transfer_loss", "at_loss", "attention_pair_maps"]
@@ -94,8 +94,7 @@ def at_loss(
     check_positive("p", p)
     if mode not in ("code", "paper"):
         raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    check_non_negative("beta", beta)
     weights = check_weights(weights, len(student_features))
     if norm_p is not None:
         check_positive("norm_p", norm_p)
@@ -149,8 +148,7 @@ def activation_transfer_loss(
         Scalar loss.
     """
     check_pairs(student_features, teacher_features)
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    check_non_negative("beta", beta)
     weights = check_weights(weights, len(student_features))
     if adapters is None:
         adapters = [None] * len(student_features)

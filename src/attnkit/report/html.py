@@ -43,14 +43,14 @@ pre { background: #f7f7f7; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem;
 
 def run_label(run: RunRecord, teachers: set[str]) -> str:
     """How a run is named on the page: "teacher (model)" or "<method> seed <s>"."""
-    if str(run.path) in teachers:
+    if run.key in teachers:
         return f"teacher ({run.model})"
     return f"{run.method} seed {run.seed}"
 
 
 def _order(run: RunRecord, teachers: set[str]) -> tuple[int, str, int]:
     """Teachers first, then the methods in the column order of Table 1, then by seed."""
-    if str(run.path) in teachers:
+    if run.key in teachers:
         return (-1, run.model, run.seed)
     rank = TABLE1_METHODS.index(run.method) if run.method in TABLE1_METHODS else len(TABLE1_METHODS)
     return (rank, run.method, run.seed)
@@ -66,7 +66,7 @@ def representative_runs(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
     teachers = {r.teacher for r in runs if r.teacher}
     chosen: dict[str, RunRecord] = {}
     for run in sorted_runs(runs):
-        label = "teacher" if str(run.path) in teachers else run.method
+        label = "teacher" if run.key in teachers else run.method
         if label == "teacher" and len(teachers) > 1:
             label = f"teacher {run.model}"
         chosen.setdefault(label, run)
@@ -76,11 +76,11 @@ def representative_runs(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
 def plot_curves(runs: Sequence[RunRecord], path: Path) -> Path:
     """Training loss and test top-1 per epoch, one line per run (colour = method, style = seed)."""
     teachers = {r.teacher for r in runs if r.teacher}
-    labels = sorted({"teacher" if str(r.path) in teachers else r.method for r in runs})
+    labels = sorted({"teacher" if r.key in teachers else r.method for r in runs})
     colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
     for run in runs:
-        label = "teacher" if str(run.path) in teachers else run.method
+        label = "teacher" if run.key in teachers else run.method
         epochs = [m["epoch"] for m in run.metrics]
         style = ["-", "--", ":", "-."][run.seed % 4]
         loss_ax.plot(epochs, [m["train"]["loss"] for m in run.metrics], style, color=colours[label], label=run_label(run, teachers))

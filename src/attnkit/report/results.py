@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ..engine.run_log import read_metrics
+
 __all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_table", "format_results_table"]
 
 # Column order of the paper's Table 1 (methods the paper does not have follow at the end).
@@ -50,7 +52,15 @@ class RunRecord:
 
     @property
     def model(self) -> str:
-        return self.config["model"]["name"]
+        """The architecture: registry name, with its builder arguments when it has any (``wrn(depth=10, width=0.5)``)."""
+        model = self.config["model"]
+        kwargs = model.get("kwargs") or {}
+        return model["name"] + (f"({', '.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else "")
+
+    @property
+    def key(self) -> str:
+        """The run directory, resolved: how other runs' ``teacher`` entries refer to it."""
+        return str(self.path.resolve())
 
     @property
     def seed(self) -> int:
@@ -58,7 +68,9 @@ class RunRecord:
 
     @property
     def teacher(self) -> str | None:
-        return self.summary.get("teacher")
+        """The resolved path of the run this one distilled from (None if trained alone)."""
+        teacher = self.summary.get("teacher")
+        return None if teacher is None else str(Path(teacher).resolve())
 
     @property
     def method(self) -> str:
@@ -85,8 +97,7 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
             config = yaml.safe_load(f)
         with open(summary_file) as f:
             summary = json.load(f)
-        metrics_file = path / "metrics.jsonl"
-        metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line] if metrics_file.is_file() else []
+        metrics = read_metrics(path / "metrics.jsonl")
         info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
         runs.append(RunRecord(path, config, summary, metrics, info))
     return runs
@@ -108,7 +119,7 @@ def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict
     runs other runs distilled from; a run trained alone whose model is a student's counts as "student".
     """
     value = (lambda r: 100.0 - r.last_top1) if metric == "error" else (lambda r: r.last_top1)
-    by_path = {str(r.path): r for r in runs}
+    by_path = {r.key: r for r in runs}
     teachers = {r.teacher for r in runs if r.teacher}
     rows: dict[tuple[str, str], dict[str, list[float]]] = {}
     for run in runs:
@@ -120,9 +131,9 @@ def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict
     for (student, teacher_model), cells in rows.items():
         for run in runs:
             if run.teacher is None and run.last_top1 is not None:
-                if str(run.path) in teachers and run.model == teacher_model:
+                if run.key in teachers and run.model == teacher_model:
                     cells.setdefault("teacher", []).append(value(run))
-                elif run.model == student and str(run.path) not in teachers:
+                elif run.model == student and run.key not in teachers:
                     cells.setdefault("student", []).append(value(run))
     table = []
     for (student, teacher), cells in rows.items():
