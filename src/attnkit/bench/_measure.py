@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Measurement", "compare", "peak_memory_bytes", "time_calls"]
+__all__ = ["Measurement", "compare", "mib", "peak_memory_bytes", "time_calls"]
 
 
 def _sync(device: torch.device) -> None:
@@ -99,6 +99,11 @@ def _native_stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def mib(n: int | None) -> float | None:
+    """Bytes in MiB (None stays None: a peak the profiler could not measure)."""
+    return None if n is None else n / 2**20
 
 
 @dataclass

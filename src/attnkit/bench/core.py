@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..functional import attention_map
-from ._measure import compare
+from ._measure import compare, mib
 
 SHAPES = {
     "issue (128,64,32,32)": (128, 64, 32, 32),
@@ -56,15 +56,11 @@ def run(device: str = "cpu", repeats: int = 10, channels_last: bool = False) -> 
             "eager_ms": eager.milliseconds,
             "fused_ms": fused.milliseconds,
             "speedup": eager.seconds / fused.seconds,
-            "eager_peak_mib": _mib(eager.peak_bytes),
-            "fused_peak_mib": _mib(fused.peak_bytes),
+            "eager_peak_mib": mib(eager.peak_bytes),
+            "fused_peak_mib": mib(fused.peak_bytes),
             "peak_ratio": (fused.peak_bytes / eager.peak_bytes) if eager.peak_bytes and fused.peak_bytes is not None else None,
         })
     return rows
-
-
-def _mib(n: int | None) -> float | None:
-    return None if n is None else n / 2**20
 
 
 COLUMNS = [

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .. import functional as AF
 from ..models import create_model
-from ._measure import compare
+from ._measure import compare, mib
 
 BATCH, STUDENT, TEACHER, NUM_CLASSES = 128, "wrn_16_1", "wrn_16_2", 10
 
@@ -168,7 +168,7 @@ def _settings(trainer) -> str:
 
 def _row(name: str, seconds: float, peak: int | None, plain: float, settings: str) -> dict:
     return {"step": name, "settings": settings, "images_per_s": BATCH / seconds, "vs_plain": plain / seconds,
-            "ms": seconds * 1e3, "peak_mib": None if peak is None else peak / 2**20}
+            "ms": seconds * 1e3, "peak_mib": mib(peak)}
 
 
 COLUMNS = [
@@ -232,7 +232,7 @@ def run_gradat(device: str = "cpu", repeats: int = 10) -> list[dict]:
     plain = results["plain student step"].seconds
     settings = _settings(trainer)
     rows = [{"step": name, "ms": m.seconds * 1e3, "images_per_s": BATCH / m.seconds, "vs_full": m.seconds / full,
-             "peak_mib": None if m.peak_bytes is None else m.peak_bytes / 2**20, "settings": settings}
+             "peak_mib": mib(m.peak_bytes), "settings": settings}
             for name, m in results.items()]
     rows.append({"step": "sum of the two parts", "ms": parts * 1e3, "images_per_s": BATCH / parts, "vs_full": parts / full,
                  "peak_mib": None, "settings": settings})
