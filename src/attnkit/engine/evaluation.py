@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .checkpoint import load_model, load_run_info
-from .config import RunConfig, config_from_dict
+from .config import RunConfig, config_from_dict, load_recipe
 from .data_setup import data_info, load_splits, make_split_loader
 from .runtime import Distributed, resolve_device, resolve_precision
 from .trainer import evaluate
@@ -41,8 +40,5 @@ def evaluate_run(
 
 def _saved_config(path: Path) -> RunConfig:
     """The config a run directory was trained with (defaults for a bare weights file)."""
-    file = path / "config.yaml" if path.is_dir() else None
-    if file is not None and file.is_file():
-        with open(file) as f:
-            return config_from_dict(yaml.safe_load(f))
-    return RunConfig()
+    file = path / "config.yaml"
+    return config_from_dict(load_recipe(file)) if path.is_dir() and file.is_file() else RunConfig()

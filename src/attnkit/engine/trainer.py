@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -41,7 +40,8 @@ from .checkpoint import (
     write_json,
     write_yaml,
 )
-from .config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from .config import ConfigError, RunConfig, config_from_dict, config_to_dict, load_recipe
+from .data_setup import build_loaders
 from .objective import Objective, StepResult
 from .optim import build_optimizer, build_scheduler
 from .run_log import RunLog
@@ -179,8 +179,6 @@ class Trainer:
             raise ConfigError("out", f"{self.run_dir} already holds a run; pass --resume to continue it or choose another out=")
 
     def _build_data(self, train_loader: Any, test_loader: Any) -> tuple[Any, Any, dict[str, Any]]:
-        from .data_setup import build_loaders
-
         return build_loaders(self.config, self.device, self.dist, train_loader, test_loader, self.channels_last_hint())
 
     def channels_last_hint(self) -> bool:
@@ -293,7 +291,7 @@ class Trainer:
 
     def _read_checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """The newest checkpoint, after checking that this config is the run's own."""
-        saved = config_to_dict(config_from_dict(_read_yaml(self.run_dir / "config.yaml")))
+        saved = config_to_dict(config_from_dict(load_recipe(self.run_dir / "config.yaml")))
         differences = [k for k in _diff(saved, config_to_dict(self.config)) if k not in _RESUME_NEUTRAL]
         if differences:
             raise ConfigError("resume", f"the config differs from {self.run_dir / 'config.yaml'} at {', '.join(differences)}; "
@@ -476,11 +474,6 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     if "test" in record:
         line += f"  |  test loss {record['test']['loss']:.4f}  top-1 {record['test']['top1']:.2f}%"
     return line + f"  |  {record['images_per_s']:.0f} img/s"
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    with open(path) as f:
-        return yaml.safe_load(f)
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -81,10 +81,6 @@ class RunRecord:
         last = self.summary.get("last")
         return None if last is None else last["top1"]
 
-    @property
-    def best_top1(self) -> float | None:
-        return self.summary.get("best", {}).get("top1")
-
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     """Read finished runs (config.yaml, summary.json, metrics.jsonl, run.json); raise for a directory that is not one."""
