@@ -11,7 +11,7 @@ import yaml
 from attnkit.cli import main
 from attnkit.engine import ConfigError, config_from_dict
 from attnkit.models import is_model
-from attnkit.recipes import find_recipe, list_recipes, load_recipe, recipe_names
+from attnkit.recipes import apply_overrides, find_recipe, list_recipes, load_recipe, recipe_names
 
 RECIPES = list_recipes()
 BY_NAME = {info.name: info for info in RECIPES}
@@ -131,3 +131,12 @@ def test_cli_version_comes_from_the_package(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out == f"attnkit {__version__}\n"
+
+
+def test_broken_yaml_is_one_line_naming_the_file_or_key(tmp_path):
+    (tmp_path / "broken.yaml").write_text("model: {name: wrn_16_1\noptim: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"^recipe: .*broken.yaml is not valid YAML: .* at line \d+") as err:
+        load_recipe(tmp_path / "broken.yaml")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^optim.milestones: '\[60, 120' is not a valid YAML value"):
+        apply_overrides({}, ["optim.milestones=[60, 120"])

@@ -167,7 +167,10 @@ def load_recipe(recipe: str | Path) -> dict[str, Any]:
 def _load_recipe(source: _Source, seen: tuple[str, ...]) -> dict[str, Any]:
     if source.key in seen:
         raise ConfigError("base", f"recipes inherit from each other in a cycle: {' -> '.join((*seen, source.key))}")
-    values = yaml.safe_load(source.file.read_text(encoding="utf-8")) or {}
+    try:
+        values = yaml.safe_load(source.file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("recipe", f"{source} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(values, dict):
         raise ConfigError("recipe", f"{source} must contain a mapping of sections (model, data, optim, distill, ...)")
     base = values.pop("base", None)
@@ -179,6 +182,13 @@ def _load_recipe(source: _Source, seen: tuple[str, ...]) -> dict[str, Any]:
     if parent is None:
         raise ConfigError("base", f"{_unknown(base)} (named in {source})")
     return _merge(_load_recipe(parent, (*seen, source.key)), values)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: what is wrong, and where (line and column, counted from 1)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or err}{where}".replace("\n", " ")
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,7 +205,10 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
         if "=" not in item:
             raise ConfigError(item, "overrides look like key=value (e.g. optim.lr=0.05)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as err:
+            raise ConfigError(key, f"{raw!r} is not a valid YAML value: {_yaml_problem(err)}") from None
         parts = key.strip().split(".")
         target = result
         for part in parts[:-1]:
