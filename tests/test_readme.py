@@ -1,7 +1,14 @@
-"""The README's Python example runs as written."""
+"""The README's examples run as written: the Python example, the recipe listing, the recipes it runs by name and
+the recipe of one's own."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+from attnkit.engine import config_from_dict
+from attnkit.recipes import find_recipe, load_recipe
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -12,3 +19,26 @@ def test_attention_transfer_example_runs():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["maps"].shape == (8, 32, 32) and namespace["loss"].item() > 0
+
+
+def test_recipes_example_is_what_the_command_prints():
+    example = re.search(r"```\n\$ attnkit recipes '(.*?)'\n(.*?)```", README, re.S)
+    listed = subprocess.run([sys.executable, "-m", "attnkit", "recipes", example.group(1)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert listed.returncode == 0 and listed.stdout == example.group(2)
+
+
+def test_every_recipe_the_readme_runs_by_name_exists():
+    commands = re.findall(r"attnkit (?:train|distill) ([\w/]+)(?=[\s`])", README)
+    names = [name for name in commands if "/" in name]  # the rest are files of one's own (my_recipe.yaml)
+    assert len(names) >= 6
+    for name in names:
+        find_recipe(name)  # raises, naming the closest recipes, when a name is wrong
+
+
+def test_own_recipe_example_starts_from_a_packaged_one(tmp_path):
+    example = re.search(r"```yaml\n(base: .*?)```", README, re.S).group(1)
+    (tmp_path / "my_recipe.yaml").write_text(example)
+    config = config_from_dict(load_recipe(tmp_path / "my_recipe.yaml"))
+    assert (config.optim.epochs, config.optim.milestones, config.distill.at_beta) == (100, [60, 120, 160], 1000.0)
+    assert (config.distill.teacher, config.out) == ("runs/my_teacher", "runs/my_student")

@@ -8,8 +8,9 @@
 * :mod:`attnkit.engine` - training, distillation, checkpoints, evaluation (``train``, ``load_model``).
 * :mod:`attnkit.explain` - where a network looks: attention-map methods, figures, metrics.
 * :mod:`attnkit.report` - results tables and HTML reports of finished runs; :mod:`attnkit.demo` the demo.
+* :mod:`attnkit.recipes` - the papers' experiments as YAML recipes (``list_recipes``, ``load_recipe``).
 
-The last five load on first use (``attnkit.engine.train(...)`` works after ``import attnkit``).
+The last six load on first use (``attnkit.engine.train(...)`` works after ``import attnkit``).
 """
 
 import importlib
@@ -21,7 +22,7 @@ from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("bench", "data", "demo", "engine", "explain", "report")
+_LAZY_SUBMODULES = ("bench", "data", "demo", "engine", "explain", "recipes", "report")
 
 __all__ = [
     "FeatureCapture",

@@ -106,11 +106,27 @@ def _models(args: argparse.Namespace) -> None:
         print(f"{s.name:<22} {s.num_classes:>7} {s.parameters:>12,}{macs} {'x'.join(map(str, s.input_size))}")
 
 
+def _recipes(args: argparse.Namespace) -> None:
+    from .recipes import list_recipes
+
+    infos = list_recipes(args.pattern)
+    if not infos:
+        raise KeyError(f"no packaged recipe matches {args.pattern!r}; `attnkit recipes` lists them all")
+    width = max(len(info.name) for info in infos)
+    print(f"{'recipe':<{width}}  {'model':<17} {'data':<8} {'terms':<6}  paper (source)")
+    for info in infos:
+        terms = "+".join(info.terms) or "-"
+        print(f"{info.name:<{width}}  {info.model:<17} {info.data:<8} {terms:<6}  {info.paper} ({info.source})")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="attnkit",
         description="Attention in convolutional networks: attention transfer, trainable attention, attention maps.",
     )
+    parser.add_argument("--version", action="version", version=f"attnkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     bench = commands.add_parser("bench", help="run a benchmark suite and print measured ratios")
@@ -126,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="also write the rows and hardware as JSON")
     bench.set_defaults(func=_bench)
 
-    recipe_help = "a YAML recipe (see recipes/) and/or section.key=value overrides, e.g. optim.lr=0.05 data.name=cifar10"
+    recipe_help = ("a recipe, packaged (a name such as cifar10/wrn_16_2; see `attnkit recipes`) or a YAML file, and/or "
+                   "section.key=value overrides, e.g. optim.lr=0.05 data.name=cifar10")
     for name, summary in (("train", "train a model (teacher, baseline or trainable-attention model)"),
                           ("distill", "train a student from a frozen teacher with AT / KD / F-ActT / gradient AT")):
         sub = commands.add_parser(name, help=summary, description=summary + ". " + recipe_help + ".")
@@ -180,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--macs", action="store_true", help="also count MACs at the native input size (slower)")
     models.add_argument("--markdown", action="store_true", help="print the README's table, with paper errors")
     models.set_defaults(func=_models)
+
+    recipes = commands.add_parser(
+        "recipes", help="list the packaged recipes (the papers' experiments) with the figure each reproduces",
+        description="The packaged recipes: run one by name (`attnkit train cifar10/wrn_16_2`, `attnkit distill "
+                    "cifar10/wrn_16_1_from_wrn_16_2_at_kd`), or start a recipe file of yours from one with "
+                    "`base: cifar10/wrn_16_2`. terms: the distillation terms it switches on; paper: the figure it "
+                    "reproduces, (R) = recalled, approximate.")
+    recipes.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'cifar10/*_at_kd' (default: every recipe)")
+    recipes.set_defaults(func=_recipes)
 
     demo = commands.add_parser(
         "demo", help="the main job: teacher, student alone / AT / KD / AT+KD on cluttered-mnist, table and report",

@@ -150,7 +150,7 @@ def test_in_chans(name):
 
 @pytest.mark.parametrize(
     "student, teacher, size, groups",
-    [  # the papers' student <- teacher pairs (REFERENCE.md section 1): paired group by group at equal resolution
+    [  # the papers' student <- teacher pairs (docs/papers.md, section 1.1): paired group by group at equal resolution
         ("wrn_16_1", "wrn_40_1", 32, 3),
         ("nin_thin", "nin_wide", 32, 3),
         ("resnet20", "resnet56", 32, 3),

@@ -14,7 +14,7 @@ def parameters(name: str, num_classes: int) -> int:
 @pytest.mark.parametrize(
     "name, num_classes, expected",
     [
-        # Exact figures of the reference implementations (REFERENCE.md section 1; torchvision for ResNet-18/34).
+        # Exact figures of the reference implementations (docs/papers.md, section 1.7; torchvision for ResNet-18/34).
         ("wrn_16_1", 10, 175_066),
         ("wrn_16_2", 10, 691_674),
         ("wrn_40_1", 10, 563_930),

@@ -1,4 +1,4 @@
-"""Run configuration: nested dataclasses, YAML recipes and ``key=value`` overrides.
+"""Run configuration: nested dataclasses built and validated from YAML recipes and ``key=value`` overrides.
 
 A recipe is a YAML mapping with the sections of :class:`RunConfig`::
 
@@ -8,22 +8,23 @@ A recipe is a YAML mapping with the sections of :class:`RunConfig`::
     distill: {teacher: runs/wrn_16_2, at_beta: 1000}
 
 Overrides address fields by dotted path (``optim.lr=0.05``, ``distill.kd_alpha=0.9``); values are parsed as
-YAML scalars. Every invalid value raises :class:`ConfigError` naming its key.
+YAML scalars. Recipes are read (by path or packaged name) by :mod:`attnkit.recipes`. Every invalid value raises
+:class:`ConfigError` naming its key.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+# Reading recipe files (``base:`` chains, packaged names) and ``key=value`` overrides belongs to attnkit.recipes;
+# they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
+from ..recipes import ConfigError, apply_overrides, load_recipe
 
 __all__ = [
     "ConfigError",
@@ -37,14 +38,6 @@ __all__ = [
     "config_to_dict",
     "load_recipe",
 ]
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message starts with the offending key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
 
 
 @dataclass
@@ -268,53 +261,3 @@ def validate(config: RunConfig) -> None:
     _require(config.progress in ("auto", True, False), "progress", f"must be auto, true or false, got {config.progress!r}")
     _require(config.eval_every >= 1, "eval_every", f"must be >= 1, got {config.eval_every}")
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
-
-
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe into a nested dict (validated later by :func:`config_from_dict`).
-
-    A recipe may start from another: ``base: ../schedules/cifar.yaml`` (a path relative to the recipe) is
-    read first and the recipe's own sections are merged over it, key by key.
-    """
-    return _load_recipe(Path(path), seen=())
-
-
-def _load_recipe(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError("recipe" if not seen else "base", f"no recipe file at {path}")
-    if path.resolve() in seen:
-        raise ConfigError("base", f"recipes inherit from each other in a cycle: {' -> '.join(map(str, (*seen, path)))}")
-    with open(path) as f:
-        values = yaml.safe_load(f) or {}
-    if not isinstance(values, dict):
-        raise ConfigError("recipe", f"{path} must contain a mapping of sections (model, data, optim, distill, ...)")
-    base = values.pop("base", None)
-    if base is None:
-        return values
-    return _merge(_load_recipe(path.parent / base, (*seen, path.resolve())), values)
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
-def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to a copy of a nested dict; values are YAML scalars or lists."""
-    result = copy.deepcopy(values)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(item, "overrides look like key=value (e.g. optim.lr=0.05)")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
-        parts = key.strip().split(".")
-        target = result
-        for part in parts[:-1]:
-            section = target.setdefault(part, {})
-            if not isinstance(section, dict):
-                raise ConfigError(key, f"{part} is not a section")
-            target = section
-        target[parts[-1]] = value
-    return result

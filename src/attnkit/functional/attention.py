@@ -12,8 +12,8 @@ Two implementations give the same numbers:
 
 * the *eager* formula, plain autograd (``fused=False``), as the official code writes it
   (``F.normalize(a.pow(2).mean(1).view(B, -1))``);
-* the *fused* :class:`AttentionMapFunction` (default), whose backward is the hand-derived one of the seed
-  derivation (dQ/dA = p |A|^(p-1) sign(A), dY_i/dQ_j = delta_ij/||Q|| - Q_i Q_j/||Q||^3). Between forward
+* the *fused* :class:`AttentionMapFunction` (default), whose backward is derived by hand (docs/papers.md,
+  section 1.6: dQ/dA = p |A|^(p-1) sign(A), dY_i/dQ_j = delta_ij/||Q|| - Q_i Q_j/||Q||^3). Between forward
   and backward it keeps only the input (which the network holds anyway), the (B, H, W) output and the
   per-sample norms, never an activation-sized buffer; the backward writes dL/dA in one pass over A.
 """
@@ -95,7 +95,7 @@ def _reduce_channels_backward(a: Tensor, grad_q: Tensor, p: float, reduction: Re
         value = grad_q * _abs_pow_derivative(picked, p)
         return torch.zeros_like(a).scatter_(1, index, value.to(a.dtype))
     if p == 2:
-        return a * (grad_q * (2.0 * scale)).to(a.dtype)  # one pass over A: the seed's dQ/dA = 2A
+        return a * (grad_q * (2.0 * scale)).to(a.dtype)  # one pass over A: dQ/dA = 2A (docs/papers.md, 1.6)
     return (_abs_pow_derivative(a, p) * (grad_q * scale)).to(a.dtype)
 
 
@@ -138,7 +138,7 @@ class AttentionMapFunction(torch.autograd.Function):
         grad_q = grad_out
         if ctx.normalize:
             (norm,) = rest
-            # Seed 004: dY_i/dQ_j = delta_ij/||Q|| - Q_i Q_j/||Q||^3, so g_Q = (g - Y <g, Y>) / ||Q||.
+            # docs/papers.md, 1.6: dY_i/dQ_j = delta_ij/||Q|| - Q_i Q_j/||Q||^3, so g_Q = (g - Y <g, Y>) / ||Q||.
             # Where the norm was clamped to eps, Y = Q/eps and the Jacobian is just I/eps.
             dot = (grad_out * y).sum(dim=(1, 2), keepdim=True).masked_fill_(norm <= ctx.eps, 0)  # (B, 1, 1)
             grad_q = (grad_out - y * dot) / norm.clamp_min(ctx.eps)

@@ -23,8 +23,8 @@ from ._registry import create_model, list_models
 
 __all__ = ["ModelSummary", "count_macs", "count_parameters", "markdown_table", "summarize_models"]
 
-# Reference test errors (%) the papers report for a model, as REFERENCE.md gathers them, and the number of classes
-# of that data set (the table builds the model with it). (R): recalled in REFERENCE.md, approximate.
+# Reference test errors (%) the papers report for a model (docs/papers.md gives the tables), and the number of
+# classes of that data set (the table builds the model with it). (R): recalled, not checked against the paper.
 # AT: Zagoruyko & Komodakis 2017, Table 1 (CIFAR-10) and its ImageNet experiment; CRD: Tian et al. 2020,
 # Table 1 (CIFAR-100, error = 100 - top-1 accuracy); RAN: Wang et al. 2017; LTPA: Jetley et al. 2018.
 REFERENCE_ERRORS: dict[str, tuple[int, str]] = {
@@ -83,7 +83,7 @@ class ModelSummary:
     parameters: int  # learnable parameters
     macs: int | None  # multiply-accumulates at the native input size; None when not measured
     input_size: tuple[int, int, int]  # native (C, H, W)
-    reference: str  # the papers' reference error with its source, "" if REFERENCE.md gives none
+    reference: str  # the papers' reference error with its source, "" if the papers give none
 
 
 def summarize_models(pattern: str | None = None, macs: bool = False) -> list[ModelSummary]:
