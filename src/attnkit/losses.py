@@ -195,8 +195,7 @@ class SPLoss(nn.Module):
 
 
 class NSTLoss(nn.Module):
-    """Neuron selectivity transfer: polynomial-kernel MMD^2 (Huang & Wang 2017); see :func:`attnkit.functional.nst_loss`.
-    """
+    """Neuron selectivity transfer (Huang & Wang 2017), polynomial-kernel MMD^2; see :func:`attnkit.functional.nst_loss`."""
 
     def __init__(
         self, beta: float = 50.0, weights: Sequence[float] | None = None, *, d: int = 2, c: float = 0.0

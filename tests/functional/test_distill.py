@@ -166,7 +166,7 @@ def test_dkd_matches_paper_reference_and_mdistiller_formulation(alpha, beta, T):
 
 
 def test_kd_is_tckd_plus_teacher_weighted_nckd():
-    # The paper's reformulation (eq. 5), per sample: KD = TCKD + (1 - p_t of the teacher) * NCKD.
+    # The paper's reformulation of KD, per sample: KD = TCKD + (1 - p_t of the teacher) * NCKD.
     student, teacher = torch.randn(1, 6, dtype=torch.float64), torch.randn(1, 6, dtype=torch.float64)
     target, T = torch.tensor([2]), 3.0
     teacher_rest = 1 - torch.softmax(teacher / T, 1)[0, 2].item()

@@ -10,7 +10,7 @@ from attnkit.losses import NSTLoss
 
 
 def reference_mmd2(student, teacher, d=2, c=0.0):
-    """The paper's eq. 4-5 with loops, float64, for one same-resolution pair: mean over images of MMD^2 between
+    """The paper's MMD^2 with loops, float64, for one same-resolution pair: mean over images of MMD^2 between
     the L2-normalised channel maps of the teacher (C_T samples) and the student (C_S samples)."""
     def kernel(x, y):
         return (float(np.dot(x, y)) + c) ** d

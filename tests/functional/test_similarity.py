@@ -12,7 +12,7 @@ from attnkit.losses import SPLoss
 
 
 def reference_sp(student, teacher, beta=1.0, weights=None):
-    """The paper's eq. 1-4 with loops, float64: G~[i, j] = <q_i, q_j>, rows L2-normalised, ||.||_F^2 / b^2."""
+    """The paper's definitions with loops, float64: G~[i, j] = <q_i, q_j>, rows L2-normalised, ||.||_F^2 / b^2."""
     total = 0.0
     weights = weights or [1.0] * len(student)
     for s, t, w in zip(student, teacher, weights):

@@ -26,7 +26,7 @@ NON_TARGET_MASK = 1000.0  # mdistiller subtracts this from the target logit (aft
 def standardize_logits(logits: Tensor, eps: float = STANDARDIZE_EPS) -> Tensor:
     """Z-score of each sample's logits: ``(z - mean(z)) / (eps + std(z))`` over the K classes, (B, K) -> (B, K).
 
-    Sun et al. (CVPR 2024), eq. "Z-score" / Algorithm 1. ``std`` is the unbiased estimate (divides by K - 1) and
+    Sun et al. (CVPR 2024), the Z-score of its Algorithm 1. ``std`` is the unbiased estimate (divides by K - 1) and
     ``eps = 1e-7`` is added to it, as in the authors' code (``logit.std(-1)``); a population standard deviation
     (1/K) only rescales the result by sqrt((K - 1) / K), i.e. acts as a slightly different temperature.
 
@@ -98,7 +98,7 @@ def dkd_loss(
     *,
     standardize: bool = False,
 ) -> Tensor:
-    """Decoupled knowledge distillation ``alpha * TCKD + beta * NCKD`` (Zhao et al., CVPR 2022, eq. 7).
+    """Decoupled knowledge distillation ``alpha * TCKD + beta * NCKD`` (Zhao et al., CVPR 2022, section 3).
 
     With p = softmax(z / T) over the K classes and t the true class of a sample:
 

@@ -24,7 +24,7 @@ def hint_loss(
 ) -> Tensor:
     """Hint loss ``beta * mean (regressor(A_S) - A_T)^2`` over batch, channels and positions.
 
-    The paper's hint loss (eq. 3) is ``1/2 ||u_h(x) - r(v_g(x))||^2``, a sum over the hint's elements, trained
+    The paper's hint loss is ``1/2 ||u_h(x) - r(v_g(x))||^2``, a sum over the hint's elements, trained
     in a first stage on its own before a KD stage. We follow RepDistiller (``HintLoss``) and mdistiller
     (``FitNet``): the *mean* squared error, weighted 100 and added to the cross-entropy in a single stage; that
     weight is ``beta``'s default. :class:`attnkit.losses.HintLoss` builds and owns the regressor.

@@ -32,7 +32,7 @@ def nst_loss(
     """NST loss ``beta * sum_j w_j * mean_b MMD^2(F_S^j[b], F_T^j[b])`` with a polynomial kernel.
 
     For one image, f_S^i (i < C_S) and f_T^k (k < C_T) are the channels' H*W maps, each divided by its own L2
-    norm, and (paper, eq. 4-5)
+    norm, and (paper, section 3)
 
         MMD^2 = 1/C_T^2 sum_{k,k'} K(f_T^k, f_T^k') + 1/C_S^2 sum_{i,i'} K(f_S^i, f_S^i')
                 - 2/(C_S C_T) sum_{i,k} K(f_S^i, f_T^k),    K(x, y) = (x^T y + c)^d.

@@ -21,7 +21,7 @@ __all__ = ["similarity_matrix", "sp_loss"]
 
 
 def similarity_matrix(features: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """Row-L2-normalised Gram matrix of the batch, the paper's G (eq. 1-2): (B, C, H, W) -> (B, B).
+    """Row-L2-normalised Gram matrix of the batch, the paper's G (section 3): (B, C, H, W) -> (B, B).
 
     G~ = Q Q^T with Q = features.flatten(1) (B, C*H*W); row i of G is row i of G~ divided by its L2 norm
     (clamped below by ``eps``, so that an all-zero sample gives a zero row instead of NaN).
@@ -40,7 +40,7 @@ def sp_loss(
     beta: float = 3000.0,
     weights: Sequence[float] | None = None,
 ) -> Tensor:
-    """Similarity-preserving loss ``beta * sum_j w_j * ||G_S^j - G_T^j||_F^2 / B^2`` (Tung & Mori 2019, eq. 3-4).
+    """Similarity-preserving loss ``beta * sum_j w_j * ||G_S^j - G_T^j||_F^2 / B^2`` (Tung & Mori 2019, section 3).
 
     Pairs j may differ in channels and resolution (each side has its own (B, B) G). The paper sums over the
     layer pairs and divides by b^2; so do RepDistiller (``Similarity``, one pair: the last feature map before
