@@ -195,7 +195,10 @@ class SPLoss(nn.Module):
 
 
 class NSTLoss(nn.Module):
-    """Neuron selectivity transfer (Huang & Wang 2017), polynomial-kernel MMD^2; see :func:`attnkit.functional.nst_loss`."""
+    """Neuron selectivity transfer (Huang & Wang 2017), polynomial-kernel MMD^2.
+
+    See :func:`attnkit.functional.nst_loss`.
+    """
 
     def __init__(
         self, beta: float = 50.0, weights: Sequence[float] | None = None, *, d: int = 2, c: float = 0.0
