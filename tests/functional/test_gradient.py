@@ -108,3 +108,29 @@ def test_shape_mismatch_errors():
         grad_at_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 5))
     with pytest.raises(ValueError, match="beta"):
         flip_symmetry_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), beta=-1.0)
+
+
+def test_input_gradient_is_per_image_in_eval_mode_but_batch_norm_couples_images_in_train_mode():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3)).double()
+    x, target = torch.randn(4, 3, 5, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    others = torch.randn(3, 3, 5, 5, dtype=torch.float64)  # other images to batch image 0 with
+
+    def image0_gradient(batch):
+        return input_gradient(model, batch, torch.tensor([0] * len(batch)))[0]
+
+    # eval mode: the running statistics normalise every image alike, so image 0's gradient is its own.
+    model.eval()
+    alone = image0_gradient(x[:1])
+    assert_close(image0_gradient(torch.cat([x[:1], x[1:]])), alone, rtol=1e-10, atol=1e-12)
+    assert_close(image0_gradient(torch.cat([x[:1], others])), alone, rtol=1e-10, atol=1e-12)
+    # train mode: batch statistics; J[0] is the gradient of the whole batch's summed loss with respect to
+    # image 0, so it changes with the images it is batched with.
+    model.train()
+    with_x, with_others = image0_gradient(x), image0_gradient(torch.cat([x[:1], others]))
+    assert (with_x - with_others).abs().max() > 1e-3 * with_x.abs().max()
+    batch = x.clone().requires_grad_(True)
+    summed = F.cross_entropy(model(batch), target, reduction="sum")
+    (expected,) = torch.autograd.grad(summed, batch)
+    assert_close(input_gradient(model, x, target), expected, rtol=1e-10, atol=1e-12)

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnkit.functional import activation_transfer_loss, at_loss
+from attnkit.functional import activation_transfer_loss, at_loss, attention_map
 from attnkit.losses import ActivationTransferLoss, ATLoss
 from helpers import assert_close
 
@@ -22,8 +22,8 @@ def reference_at_loss(student, teacher, p=2.0, beta=1000.0, mode="code", weights
         diff = maps[0] - maps[1]
         if mode == "code":
             total += w * (diff ** 2).mean()
-        else:
-            total += w * ((np.abs(diff) ** p).sum(axis=1) ** (1 / p)).mean()
+        else:  # the paper: beta / (map elements * batch size) per layer, times the sum over the batch
+            total += w * ((np.abs(diff) ** p).sum(axis=1) ** (1 / p)).sum() / (diff.shape[1] * diff.shape[0])
     return beta * total if mode == "code" else beta / 2 * total
 
 
@@ -72,8 +72,25 @@ def test_code_mode_is_beta_times_mean_squared_difference_of_maps():
     teacher = [torch.tensor([[[[1.0, 0.0]]]])]
     # mean((0.6-1)^2, (0.8-0)^2) = (0.16 + 0.64) / 2 = 0.4
     assert at_loss(student, teacher, beta=1000).item() == pytest.approx(400.0, rel=1e-6)
-    # paper mode: 1000/2 * ||(-0.4, 0.8)||_2 = 500 * sqrt(0.8)
-    assert at_loss(student, teacher, mode="paper").item() == pytest.approx(500 * 0.8 ** 0.5, rel=1e-6)
+    # paper mode: beta = 1000 / (2 positions * 1 image), 1/2 * beta * ||(-0.4, 0.8)||_2 = 250 * sqrt(0.8)
+    assert at_loss(student, teacher, mode="paper").item() == pytest.approx(250 * 0.8 ** 0.5, rel=1e-6)
+
+
+def test_paper_mode_divides_beta_by_map_size_and_batch_size_per_layer():
+    # The same per-image map differences at 32x32, 16x16 and 8x8: the paper's beta = 1000 / (h*w * B) makes
+    # each layer's term (1000 / 2) * mean_b ||Y_S - Y_T||_2 / (h*w), so a nearest-upsampled copy of a map
+    # (the same unit map spread over k times more positions, its difference norm unchanged) weighs 1/k as much.
+    gen = torch.Generator().manual_seed(3)
+    student8, teacher8 = torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 5, 8, 8, generator=gen)
+    losses = {}
+    for size in (8, 16, 32):
+        s = torch.nn.functional.interpolate(student8, size=size, mode="nearest")
+        t = torch.nn.functional.interpolate(teacher8, size=size, mode="nearest")
+        losses[size] = at_loss([s], [t], mode="paper", beta=1000).item()
+        maps = [attention_map(a).flatten(1) for a in (s, t)]
+        norms = (maps[0] - maps[1]).norm(dim=1)  # (B,), independent of the upsampling
+        assert losses[size] == pytest.approx(1000 / (size * size * 2) / 2 * norms.sum().item(), rel=1e-5)
+    assert losses[8] / losses[16] == pytest.approx(4, rel=1e-5) and losses[8] / losses[32] == pytest.approx(16, rel=1e-5)
 
 
 def test_student_gets_gradient_teacher_none():

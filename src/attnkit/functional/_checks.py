@@ -20,6 +20,7 @@ __all__ = [
     "check_non_negative",
     "check_pairs",
     "check_positive",
+    "check_targets",
     "check_weights",
     "find_non_finite_pair",
 ]
@@ -118,6 +119,20 @@ def check_logits_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
         raise ValueError(
             f"batch sizes differ: student logits {student_logits.shape[0]}, teacher logits "
             f"{teacher_logits.shape[0]}; both must come from the same images"
+        )
+
+
+def check_targets(targets: Tensor, logits: Tensor) -> None:
+    """Raise unless ``targets`` holds one integer class label in [0, K) per row of the (B, K) ``logits``."""
+    if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.is_floating_point() or targets.is_complex():
+        shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+        raise ValueError(f"targets must be a 1-D integer tensor of class labels (B,), got {shape}")
+    batch, num_classes = logits.shape
+    if targets.shape[0] != batch:
+        raise ValueError(f"got {targets.shape[0]} targets for {batch} logits; give one class label per image")
+    if batch and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        raise ValueError(
+            f"targets must lie in [0, {num_classes - 1}], got range {int(targets.min())}..{int(targets.max())}"
         )
 
 

@@ -34,8 +34,12 @@ def input_gradient(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Gradient of the cross-entropy loss with respect to the input, J = dL/dx.
 
-    The per-sample losses are summed (not averaged), so J[b] is the gradient of sample b's own loss and does
-    not depend on the batch size.
+    The per-sample losses are summed (not averaged), so the batch size does not scale J. J[b] is the gradient
+    of image b's own loss, independent of the other images, only when the model treats the images of a batch
+    separately: in eval mode, or with no layer that mixes the batch. Batch norm in train mode normalises with
+    the batch's statistics, so every image's logits depend on every other image; J[b] is then the gradient of
+    the summed loss of the whole batch with respect to image b, and changes with the batch it is computed in
+    (the engine's flip-symmetry term, which runs x and flip(x) as one train-mode batch, sees this coupling).
 
     Args:
         model: maps (B, ...) inputs to (B, K) logits. Its mode (train/eval) is left as it is.

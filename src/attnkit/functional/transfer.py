@@ -63,10 +63,14 @@ def at_loss(
     With Y_S^j, Y_T^j the L2-normalised attention maps (B, h*w) of pair j and w_j its weight:
 
     * ``mode="code"`` (default; the published numbers come from it):
-      ``beta * sum_j w_j * mean_{b, i} (Y_S^j - Y_T^j)^2``; the mean over batch and positions is the paper's
-      "beta divided by batch size times attention-map size".
-    * ``mode="paper"``: ``beta/2 * sum_j w_j * mean_b ||Y_S^j[b] - Y_T^j[b]||_{norm_p}``, the equation as
-      printed, averaged over the batch.
+      ``beta * sum_j w_j * mean_{b, i} (Y_S^j - Y_T^j)^2``, the official code's ``(at(x) - at(y)).pow(2).mean()``
+      times beta; the mean over batch and positions is its reading of the paper's normalisation of beta.
+    * ``mode="paper"``: the equation as printed with the paper's normalisation of beta. Eq. 2 adds
+      ``beta/2 * sum_j || Q_S^j / ||Q_S^j||_2 - Q_T^j / ||Q_T^j||_2 ||_p`` per image, and section 4.1 sets beta
+      "to 10^3 divided by number of elements in attention map and batch size for each layer". So, with
+      ``beta = 1000`` and n_j = h_j * w_j the number of elements of pair j's (compared) map,
+      ``beta/2 * sum_j w_j / n_j * mean_b ||Y_S^j[b] - Y_T^j[b]||_{norm_p}``, i.e. the sum over the batch
+      weighted by 1000 / (n_j * B). The norm is not squared, unlike the code's difference.
 
     Args:
         student_features: one (B, C_j, H_j, W_j) tensor per pair, in the student's graph.
@@ -104,8 +108,8 @@ def at_loss(
         ys, yt = attention_pair_maps(s, t, p, reduction, eps, fused)
         if mode == "code":
             term = (ys - yt).pow(2).mean()
-        else:
-            term = torch.linalg.vector_norm(ys - yt, ord=norm_p or p, dim=1).mean()
+        else:  # per image the norm of the difference; beta / (map elements * batch size), as the paper sets it
+            term = torch.linalg.vector_norm(ys - yt, ord=norm_p or p, dim=1).mean() / ys.shape[1]
         terms.append(w * term)
     loss = torch.stack(terms).sum() * (beta if mode == "code" else beta / 2)
     if check_finite:

@@ -6,16 +6,19 @@
   residual unit of the Residual Attention Network (``residual_attention.py``).
 * :func:`conv_stack`: conv-BN-ReLU layers, the blocks of VGG (``vgg.py``), Learn to Pay Attention (``ltpa.py``)
   and the mlpconv blocks of NIN (``nin.py``).
-* :func:`init_weights`: the initialisation every family uses.
+* :func:`init_weights`: the initialisation every family uses (and the attention-transfer code's, for WRN).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor, nn
 
-__all__ = ["BasicBlock", "PreActBottleneck", "basic_group", "conv_stack", "init_weights"]
+__all__ = ["INIT_SCHEMES", "BasicBlock", "InitScheme", "PreActBottleneck", "basic_group", "conv_stack", "init_weights"]
+
+InitScheme = Literal["torchvision", "official"]
 
 
 class BasicBlock(nn.Module):
@@ -105,12 +108,30 @@ def conv_stack(
     ))
 
 
-def init_weights(model: nn.Module) -> None:
-    """He-normal (fan-out) conv weights, zero conv/linear biases; BatchNorm keeps PyTorch's (1, 0)."""
+INIT_SCHEMES = ("torchvision", "official")
+
+
+def init_weights(model: nn.Module, scheme: InitScheme = "torchvision") -> None:
+    """Initialise every conv, linear and batch-norm layer of ``model`` by one of :data:`INIT_SCHEMES`.
+
+    * ``"torchvision"`` (every family's default, as torchvision's ResNets): He-normal conv weights with
+      fan-out, std sqrt(2 / (C_out k^2)); linear weights keep PyTorch's default (uniform, bound 1/sqrt(fan_in));
+      zero conv/linear biases; batch norm keeps PyTorch's scale 1 and shift 0.
+    * ``"official"``: the attention-transfer code's (``utils.conv_params``, ``linear_params``, ``bnparams``):
+      ``kaiming_normal_`` with its defaults - fan-in, gain sqrt(2), std sqrt(2 / (C_in k^2)) - for conv *and*
+      linear weights, zero biases, batch-norm scale uniform in [0, 1) (``torch.rand``) and shift 0.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init must be one of {INIT_SCHEMES}, got {scheme!r}")
+    official = scheme == "official"
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if official:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear) and m.bias is not None:
+        elif official and isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.0, 1.0)
             nn.init.zeros_(m.bias)

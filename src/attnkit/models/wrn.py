@@ -6,13 +6,17 @@ Pre-activation basic blocks (BN-ReLU-conv3x3, twice), depth 6n + 4 (n blocks per
 residual sums before the next BN-ReLU), as the attention-transfer paper uses them.
 
 Learnable parameters for 10 classes: WRN-16-1 175,066; WRN-16-2 691,674; WRN-40-1 563,930; WRN-40-2 2,243,546.
+
+Initialisation: ``init="torchvision"`` (default, as every attnkit family) or ``init="official"``, the
+attention-transfer code's scheme (``create_model("wrn_16_1", init="official")``, or ``model.kwargs.init`` in a
+run config).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._blocks import init_weights
+from ._blocks import InitScheme, init_weights
 from ._features import FeatureInfo, GapLinearModel
 from ._registry import register_model
 
@@ -49,10 +53,19 @@ class WideResNet(GapLinearModel):
         num_classes: outputs of the classifier.
         in_chans: input channels (3 for RGB, 1 for MNIST).
         dropout: dropout between the two convs of each block (0 in the attention-transfer experiments).
+        init: ``"torchvision"`` (default: He-normal fan-out convs, PyTorch's default linear weights, batch-norm
+            scale 1) or ``"official"``, the attention-transfer code's (He-normal fan-in conv and linear weights,
+            batch-norm scale uniform in [0, 1), zero biases); see :func:`attnkit.models._blocks.init_weights`.
     """
 
     def __init__(
-        self, depth: int = 16, width: float = 1, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.0
+        self,
+        depth: int = 16,
+        width: float = 1,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        dropout: float = 0.0,
+        init: InitScheme = "torchvision",
     ) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
@@ -76,7 +89,7 @@ class WideResNet(GapLinearModel):
             FeatureInfo("layer2", widths[1], 2),
             FeatureInfo("layer3", widths[2], 4),
         ]
-        init_weights(self)
+        init_weights(self, init)
 
     @staticmethod
     def _group(in_channels: int, out_channels: int, count: int, stride: int, dropout: float) -> nn.Sequential:
