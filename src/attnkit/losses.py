@@ -34,9 +34,11 @@ class ATLoss(nn.Module):
         reduction: Reduction = "mean",
         norm_p: float | None = None,
         fused: bool = True,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.p, self.beta, self.mode, self.reduction, self.norm_p, self.fused = p, beta, mode, reduction, norm_p, fused
+        self.check_finite = check_finite  # False where the caller checks its total loss anyway (no extra sync)
         self.weights = None if weights is None else list(weights)
 
     def forward(self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]) -> Tensor:
@@ -50,6 +52,7 @@ class ATLoss(nn.Module):
             reduction=self.reduction,
             norm_p=self.norm_p,
             fused=self.fused,
+            check_finite=self.check_finite,
         )
 
     def extra_repr(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import at_least_float32, check_logits_pair, check_positive
+from .checks import at_least_float32, check_logits_pair, check_positive
 
 __all__ = ["distillation_loss", "kd_loss"]
 
