@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from attnkit.cli import main
-from attnkit.engine import RunConfig, Trainer, load_model
+from attnkit.engine import RunConfig, Trainer, build_run, load_model
 
 # Tiny but real: a WRN-10 (one block per group) on 1,024 mnist5k digits.
 COMMON = ["data.name=mnist5k", "data.train_limit=1024", "data.test_limit=256", "data.batch_size=64", "optim.lr=0.05",
@@ -144,7 +144,7 @@ def _ddp_config(out: Path, distill: bool = False) -> RunConfig:
 
 
 def _ddp_trainer(out: Path, distill: bool) -> Trainer:
-    return Trainer(_ddp_config(out, distill), model=NoNormNet(), teacher=NoNormNet(width=16, seed=1) if distill else None)
+    return Trainer(build_run(_ddp_config(out, distill), model=NoNormNet(), teacher=NoNormNet(width=16, seed=1) if distill else None))
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, out: str, distill: bool) -> None:
@@ -154,7 +154,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str, distill: bool) 
     try:
         trainer.fit()
     finally:
-        trainer.dist.shutdown()
+        trainer.run.dist.shutdown()
 
 
 @pytest.mark.parametrize("distill", [False, True], ids=["plain", "distill-with-F-ActT-adapters"])

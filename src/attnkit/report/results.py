@@ -7,16 +7,13 @@ run, with the spread (sample standard deviation) and the number of seeds.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..engine.run_log import read_metrics
+from ..engine.rundir import RunDir
 
 __all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_table", "format_results_table"]
 
@@ -86,16 +83,12 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     """Read finished runs (config.yaml, summary.json, metrics.jsonl, run.json); raise for a directory that is not one."""
     runs = []
     for path in map(Path, paths):
-        summary_file = path / "summary.json"
-        if not summary_file.is_file():
+        run = RunDir(path)
+        summary = run.summary()
+        if summary is None:
             raise FileNotFoundError(f"{path} is not a finished attnkit run (no summary.json); train it first")
-        with open(path / "config.yaml") as f:
-            config = yaml.safe_load(f)
-        with open(summary_file) as f:
-            summary = json.load(f)
-        metrics = read_metrics(path / "metrics.jsonl")
-        info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
-        runs.append(RunRecord(path, config, summary, metrics, info))
+        info = run.info().to_dict() if run.file(RunDir.INFO).is_file() else {}
+        runs.append(RunRecord(path, run.config_values(), summary, run.metrics(), info))
     return runs
 
 
