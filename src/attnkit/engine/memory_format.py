@@ -127,7 +127,8 @@ def _cache_key(model: nn.Module, input_size, batch_size: int, key_parts: dict[st
 
 
 def _describe(parts: dict[str, object]) -> dict[str, object]:
-    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in parts.items()}
+    """``parts`` as JSON values (anything JSON cannot hold, e.g. a dtype, as its text)."""
+    return json.loads(json.dumps(parts, default=str))
 
 
 def _cpu_model() -> str:

@@ -10,8 +10,9 @@ learnable parameters (F-ActT's adapters) are ``objective.parameters()`` and its 
 (possibly wrapped by DDP or torch.compile), and their features are captured by forward hooks installed on the
 unwrapped models for the whole run (:class:`attnkit.features.FeatureCapture`, ``with objective:``).
 
-The teacher is frozen and in eval mode. Its forward runs under ``torch.inference_mode`` unless a term needs
-its input gradient.
+The teacher is frozen and in eval mode. Its forward runs under ``torch.no_grad`` (not ``inference_mode``: a term
+may save the teacher's logits or features for its backward, as an MSE to them does) unless a term needs its input
+gradient.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class Objective(nn.Module):
             with self.autocast():  # needs autograd for dL/dx, but no parameter gradients (frozen)
                 grad, logits = AF.input_gradient(teacher, images, labels, return_logits=True)
             return logits.detach(), grad.detach()
-        with torch.inference_mode(), self.autocast():
+        with torch.no_grad(), self.autocast():
             return teacher(images), None
 
     @staticmethod
