@@ -138,7 +138,7 @@ class RunConfig:
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     precision: Precision = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
-    channels_last: Literal["auto"] | bool = "auto"  # auto (CUDA: on; CPU: measured once per machine and model, cached) | true | false
+    channels_last: Literal["auto"] | bool = "auto"  # auto (CUDA: on; CPU: measured once, cached) | true | false
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
     compile_backend: str = "inductor"  # torch.compile backend (inductor = generated kernels; aot_eager = tracing only)
     sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)

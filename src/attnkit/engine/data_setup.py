@@ -17,7 +17,8 @@ from torch import Tensor
 from .config import ConfigError, RunConfig
 from .runtime import Distributed
 
-__all__ = ["DataSource", "build_loaders", "data_info", "load_data", "load_splits", "make_split_loader", "take"]
+__all__ = ["ChannelsLastBatches", "DataSource", "build_loaders", "data_info", "load_data", "load_splits",
+           "make_split_loader", "take"]
 
 
 @dataclass

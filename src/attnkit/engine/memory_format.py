@@ -5,8 +5,8 @@ models and CPUs and slower for others (double backprop measured 2x slower), so t
 measurement taken at the start of every run would make two runs of one config differ (the two formats round
 differently) whenever a busy machine tips the timing. So the CPU choice is measured once per
 
-    (CPU model, torch version, threads, model architecture and kwargs, input size, batch size, precision,
-     step kind: plain / double backprop)
+    (CPU model, torch version, threads, model architecture and kwargs, input size, batch size of the probe
+     (the run's, at most 32), precision, step kind: plain / double backprop)
 
 and kept in ``channels_last.json`` under the cache directory (``$ATTNKIT_CACHE``, else ``~/.cache/attnkit``).
 Runs take it from there. The file is read, measured into and written while holding an OS lock on
@@ -41,7 +41,8 @@ __all__ = ["CACHE_ENV", "Source", "cache_dir", "choose_channels_last", "probe_ch
 
 CACHE_ENV = "ATTNKIT_CACHE"  # overrides the cache directory ~/.cache/attnkit
 CACHE_FILE = "channels_last.json"
-Source = Literal["set", "cuda", "cached", "measured"]  # where a run's memory format came from
+# Where a run's memory format came from ("checkpoint": resumed from a run older than this record).
+Source = Literal["set", "cuda", "cached", "measured", "checkpoint"]
 
 _clock = time.perf_counter  # the probe's timer (tests replace it)
 

@@ -46,7 +46,7 @@ class Decisions:
     terms: TermPlan  # the loss terms that are on and what each step computes for them
     amp_dtype: torch.dtype | None  # autocast dtype (None = plain fp32)
     channels_last: bool  # memory format of the models and of every batch the loaders emit
-    channels_last_source: Source  # set | cuda | cached | measured | checkpoint (an older run's)
+    channels_last_source: Source  # set | cuda | cached | measured | checkpoint (see .memory_format)
 
     @property
     def precision(self) -> str:
@@ -121,7 +121,7 @@ def build_run(
     run_dir = RunDir(config.out)
     plan = plan_terms(config.distill)
     _check_names(config, plan, model, teacher)
-    saved = _resume_point(run_dir, config) if resume else _new_run(run_dir)
+    saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
     seed_everything(config.seed)
     data = load_data(config, dist, train_loader, test_loader)
     student = (model if model is not None else _create_model(config, data.info)).to(device)
@@ -155,7 +155,7 @@ def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, tea
             raise ConfigError("distill.teacher", f"no teacher checkpoint at {d.teacher} (train one with `attnkit train`)")
 
 
-def _new_run(run_dir: RunDir) -> None:
+def _check_new_run(run_dir: RunDir) -> None:
     """A new run needs a directory that holds none."""
     if run_dir.holds_run():
         raise ConfigError("out", f"{run_dir.path} already holds a run; continue it with `attnkit resume {run_dir.path}` "
