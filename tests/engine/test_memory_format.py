@@ -1,5 +1,6 @@
 """channels_last=auto is decided once per machine and model and cached: runs of one config agree bit for bit."""
 
+import itertools
 import json
 import random
 import threading
@@ -80,3 +81,22 @@ def test_set_and_cuda_choices_are_rules_not_measurements(tmp_path, monkeypatch):
     assert not (tmp_path / "cache").exists()
     with pytest.raises(ValueError, match="channels_last must be auto, true or false"):
         choose_channels_last("yes", torch.device("cpu"), model, (1, 4, 4), 2, never, {})
+
+
+@pytest.mark.parametrize("durations, expected", [((2.0, 1.0), True), ((1.0, 2.0), False)])
+def test_probe_alternates_the_formats_on_copies(monkeypatch, durations, expected):
+    steps = itertools.cycle(durations)  # NCHW, then channels_last, turn by turn
+    clock = {"now": 0.0, "started": False}
+
+    def fake_clock():
+        if clock["started"]:
+            clock["now"] += next(steps)
+        clock["started"] = not clock["started"]
+        return clock["now"]
+
+    monkeypatch.setattr(memory_format, "_clock", fake_clock)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert memory_format.probe_channels_last(model, torch.randn(2, 3, 8, 8), lambda m, x: m(x).sum().backward()) is expected
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+    assert model[0].weight.grad is None and model[0].weight.is_contiguous()

@@ -12,6 +12,8 @@ and kept in ``channels_last.json`` under the cache directory (``$ATTNKIT_CACHE``
 Runs take it from there. The file is read, measured into and written while holding an OS lock on
 ``channels_last.json.lock`` (``fcntl.flock``), and written atomically, so runs started together measure once and
 agree. Each run records the choice and where it came from ("set", "cuda", "cached", "measured") in run.json.
+The probe alternates the two formats step by step, so that load from other processes slows both alike; to
+measure again (new hardware settings, a measurement taken on a very busy machine), delete the file.
 """
 
 from __future__ import annotations
@@ -57,25 +59,22 @@ def probe_channels_last(
 ) -> bool:
     """Time ``run_step`` (forward + backward) in both memory formats on ``example``; True if channels_last wins.
 
-    Each format's time is the fastest of ``repeats`` steps (the minimum is what the hardware can do; slower
-    repeats were disturbed by something else). The model's gradients are cleared and its memory format
-    restored on return; pass a copy if its buffers (batch-norm statistics) must stay untouched.
+    The formats take turns, step by step, on two copies of ``model`` (``model`` itself stays as it is), so that
+    a burst of load from other processes slows both alike; each format's time is the fastest of its ``repeats``
+    steps (the minimum is what the hardware can do; slower steps were disturbed by something else).
     """
-    fastest = {}
-    for channels_last in (False, True):
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model.to(memory_format=fmt)
-        x = example.contiguous(memory_format=fmt)
-        run_step(model, x)  # warm-up (oneDNN picks kernels on first use)
-        times = []
-        for _ in range(repeats):
+    formats = (torch.contiguous_format, torch.channels_last)
+    copies = [copy.deepcopy(model).to(memory_format=fmt) for fmt in formats]
+    inputs = [example.contiguous(memory_format=fmt) for fmt in formats]
+    for m, x in zip(copies, inputs):
+        run_step(m, x)  # warm-up (oneDNN picks kernels on first use)
+    fastest = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for i, (m, x) in enumerate(zip(copies, inputs)):
             start = _clock()
-            run_step(model, x)
-            times.append(_clock() - start)
-        fastest[channels_last] = min(times)
-    model.zero_grad(set_to_none=True)
-    model.to(memory_format=torch.contiguous_format)
-    return fastest[True] < fastest[False]
+            run_step(m, x)
+            fastest[i] = min(fastest[i], _clock() - start)
+    return fastest[1] < fastest[0]
 
 
 def choose_channels_last(
@@ -112,7 +111,7 @@ def choose_channels_last(
         generator = torch.Generator(device).manual_seed(0)  # leaves the global RNG alone
         example = torch.randn(min(32, batch_size), *input_size, device=device, generator=generator)
         with torch.random.fork_rng(devices=[]):  # dropout in the probe must not move the run's random stream
-            use = probe_channels_last(copy.deepcopy(model), example, run_step)  # a copy: its BN statistics move
+            use = probe_channels_last(model, example, run_step)  # on copies: their BN statistics move
         entries[key] = {"channels_last": use, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), **_describe(key_parts)}
         write_json(cache_dir() / CACHE_FILE, entries)
     return use, "measured"
