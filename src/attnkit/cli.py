@@ -33,7 +33,7 @@ def _train(args: argparse.Namespace) -> None:
         out = apply_overrides(recipe or {}, overrides).get("out")
         if out is None:
             raise ConfigError("out", "--resume needs the run directory: out=DIR (or run `attnkit resume DIR`)")
-        train(_resume_config(out, recipe, overrides), resume=True)
+        train(_resume_config(str(out), recipe, overrides), resume=True)
         return
     config = config_from_dict(apply_overrides(recipe or {}, overrides))
     plan = plan_terms(config.distill)
@@ -50,7 +50,7 @@ def _resume_config(out: str, recipe: dict | None, overrides: Sequence[str]):
     from .engine import RunDir, apply_overrides, resume_config
 
     base = recipe if recipe is not None else RunDir(out).config_values()
-    return resume_config(out, apply_overrides(base, [*overrides, f"out={out}"]))
+    return resume_config(out, apply_overrides(base, overrides))  # out: the directory as it is now
 
 
 def _resume(args: argparse.Namespace) -> None:
