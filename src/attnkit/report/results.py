@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.rundir import RunDir
+from ..engine.terms import TERMS
 
 __all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_table", "format_results_table"]
 
@@ -21,19 +22,14 @@ __all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_
 TABLE1_METHODS = ("student", "F-ActT", "AT", "KD", "AT+KD", "teacher")
 
 
+# The papers' names of the loss terms, in the order a method is named ("AT+KD"); other terms go by their name.
+_LABELS = {"grad_at_beta": "grad-AT", "fact_beta": "F-ActT", "at_beta": "AT", "kd_alpha": "KD", "flip_beta": "flip"}
+
+
 def method_label(distill: dict[str, Any]) -> str:
     """Short name of a run's transfer method from its ``distill`` config section ("student" = trained alone)."""
-    parts = []
-    if distill.get("grad_at_beta", 0) > 0:
-        parts.append("grad-AT")
-    if distill.get("fact_beta", 0) > 0:
-        parts.append("F-ActT")
-    if distill.get("at_beta", 0) > 0:
-        parts.append("AT")
-    if distill.get("kd_alpha", 0) > 0:
-        parts.append("KD")
-    if distill.get("flip_beta", 0) > 0:
-        parts.append("flip")
+    parts = [label for key, label in _LABELS.items() if distill.get(key, 0) > 0]
+    parts += [t.name for t in TERMS.values() if t.weight not in _LABELS and distill.get(t.weight, 0) > 0]
     return "+".join(parts) or "student"
 
 
