@@ -11,33 +11,54 @@ from pathlib import Path
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .bench import SUITES, run_suite
+    from .bench import run_suites
 
-    names = list(SUITES) if args.suite == "all" else [args.suite]
-    for name in names:
-        json_path = args.json if len(names) == 1 or not args.json else args.json.replace(".json", f"-{name}.json")
-        run_suite(name, json_path=json_path, device=args.device, repeats=args.repeats)
+    run_suites(args)
 
 
-def _run_config(args: argparse.Namespace):
-    """Recipe file (optional) + key=value overrides -> validated RunConfig."""
-    from .engine import apply_overrides, config_from_dict, load_recipe
+def _recipe_and_overrides(items: Sequence[str]) -> tuple[dict | None, list[str]]:
+    """(the recipe file's values or None, the key=value overrides)."""
+    from .recipes import load_recipe
 
-    items = list(args.items)
-    recipe = load_recipe(items.pop(0)) if items and "=" not in items[0] else {}
-    return config_from_dict(apply_overrides(recipe, items))
+    items = list(items)
+    return (load_recipe(items.pop(0)) if items and "=" not in items[0] else None), items
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .engine import ConfigError, train
+    from .engine import ConfigError, config_from_dict, train
+    from .recipes import apply_overrides
+    from .engine.terms import plan_terms
 
-    config = _run_config(args)
-    if args.command == "train" and config.distill.needs_teacher:
+    recipe, overrides = _recipe_and_overrides(args.items)
+    if args.resume:  # the run's own config.yaml, wherever out= says the run directory now is
+        out = apply_overrides(recipe or {}, overrides).get("out")
+        if out is None:
+            raise ConfigError("out", "--resume needs the run directory: out=DIR (or run `attnkit resume DIR`)")
+        train(_resume_config(str(out), recipe, overrides), resume=True)
+        return
+    config = config_from_dict(apply_overrides(recipe or {}, overrides))
+    plan = plan_terms(config.distill)
+    if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
-    if args.command == "distill" and not (config.distill.needs_teacher or config.distill.flip_beta > 0):
+    if args.command == "distill" and not plan.terms:
         raise ConfigError("distill", "nothing to distil: set distill.teacher and at least one of at_beta, kd_alpha, "
                                      "fact_beta, grad_at_beta (e.g. distill.at_beta=1000)")
-    train(config, resume=args.resume)
+    train(config)
+
+
+def _resume_config(out: str, recipe: dict | None, overrides: Sequence[str]):
+    """The saved config of run ``out`` (or ``recipe``), with ``overrides``; checked against config.yaml."""
+    from .engine import RunDir, resume_config
+    from .recipes import apply_overrides
+
+    base = recipe if recipe is not None else RunDir(out).config_values()
+    return resume_config(out, apply_overrides(base, overrides))  # out: the directory as it is now
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from .engine import train
+
+    train(_resume_config(args.run, None, args.items), resume=True)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -130,16 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     bench = commands.add_parser("bench", help="run a benchmark suite and print measured ratios")
-    from .bench import SUITES
+    from .bench import add_arguments
 
-    bench.add_argument(
-        "suite",
-        choices=[*SUITES, "all"],
-        help="; ".join(f"{name}: {desc}" for name, (_, _, desc) in SUITES.items()) + "; all: every suite",
-    )
-    bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    bench.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (median is reported)")
-    bench.add_argument("--json", metavar="PATH", help="also write the rows and hardware as JSON")
+    add_arguments(bench)
     bench.set_defaults(func=_bench)
 
     recipe_help = ("a recipe, packaged (a name such as cifar10/wrn_16_2; see `attnkit recipes`) or a YAML file, and/or "
@@ -148,8 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
                           ("distill", "train a student from a frozen teacher with AT / KD / F-ActT / gradient AT")):
         sub = commands.add_parser(name, help=summary, description=summary + ". " + recipe_help + ".")
         sub.add_argument("items", nargs="*", metavar="RECIPE|KEY=VALUE", help=recipe_help)
-        sub.add_argument("--resume", action="store_true", help="continue the run in `out` from its newest checkpoint")
+        sub.add_argument("--resume", action="store_true",
+                         help="continue the run in out=DIR from its newest checkpoint, with its own config.yaml")
         sub.set_defaults(func=_train)
+
+    resume = commands.add_parser(
+        "resume", help="continue a run from its newest checkpoint, with its own config.yaml",
+        description="Continue the run in RUN_DIR (wherever it is now; a copied or moved run continues there) from its "
+                    "newest checkpoint, with the config it was started with. Overrides may change only settings that "
+                    "do not change the result (progress, tensorboard, data.root, data.workers, ...).")
+    resume.add_argument("run", metavar="RUN_DIR", help="the run directory")
+    resume.add_argument("items", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/data progress=false")
+    resume.set_defaults(func=_resume)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's weights on its (or another) test set")
     evaluate.add_argument("run", help="run directory or .safetensors file written by attnkit")

@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .engine import RunConfig, config_to_dict
+from .engine import RunConfig, RunDir, config_to_dict
 from .engine.run_log import progress_enabled
 
 __all__ = ["DemoConfig", "METHODS", "run_demo"]
@@ -130,7 +130,7 @@ class _Progress:
         self.done = 0
 
     def poll(self) -> None:
-        done = sum(_count_lines(j.out / "metrics.jsonl") for j in self.jobs)
+        done = sum(_count_lines(RunDir(j.out).file(RunDir.METRICS)) for j in self.jobs)
         if self.bar is not None and done > self.done:
             self.bar.update(done - self.done)
         self.done = done

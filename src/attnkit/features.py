@@ -15,7 +15,6 @@ Layers are named by their module path, exactly as ``model.named_modules()`` name
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,10 +23,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .validation import suggest
+
 __all__ = [
     "FeatureCapture",
     "LayerPair",
     "eval_mode",
+    "eval_no_grad",
     "extract_features",
     "output_module",
     "pair_layers",
@@ -42,8 +44,8 @@ def resolve_module(model: nn.Module, path: str) -> nn.Module:
     if path in modules and path != "":
         return modules[path]
     names = [name for name in modules if name]
-    close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
-    hint = f"closest valid paths: {', '.join(close)}" if close else f"top-level modules: {', '.join(n for n, _ in model.named_children())}"
+    hint = suggest(path, names, lead="closest valid paths:", n=5, cutoff=0.5,
+                   fallback=f"top-level modules: {', '.join(n for n, _ in model.named_children())}")
     raise KeyError(f"{type(model).__name__} has no module at path {path!r}; {hint}")
 
 
@@ -176,7 +178,7 @@ def resolution_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOut
     """
     if hasattr(model, "feature_info"):
         paths = [info.module for info in model.feature_info]
-        with _eval_no_grad(model):
+        with eval_no_grad(model):
             _, feats = extract_features(model, example_input, paths, detach=True)
         return [_GroupOutput(p, tuple(f.shape[1:])) for p, f in zip(paths, feats)]
     return _trace_groups(model, example_input)
@@ -199,10 +201,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def _eval_no_grad(model: nn.Module) -> Iterator[None]:
+def eval_no_grad(model: nn.Module) -> Iterator[None]:
     """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
     with eval_mode(model), torch.no_grad():
         yield
+
+
+_eval_no_grad = eval_no_grad  # former private name, still imported by older code
 
 
 def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:
@@ -213,7 +218,7 @@ def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]
             handles.append(module.register_forward_pre_hook(lambda m, a, p=path: events.append(("in", p, _first_tensor(a)))))
             handles.append(module.register_forward_hook(lambda m, a, o, p=path: events.append(("out", p, _first_tensor(o)))))
     try:
-        with _eval_no_grad(model):
+        with eval_no_grad(model):
             model(example_input)
     finally:
         for handle in handles:
@@ -320,6 +325,6 @@ def pair_layers(
 
 
 def _shapes(model: nn.Module, example_input: Tensor, paths: list[str]) -> dict[str, tuple[int, ...]]:
-    with _eval_no_grad(model):
+    with eval_no_grad(model):
         _, feats = extract_features(model, example_input, paths, detach=True)
     return {p: tuple(f.shape[1:]) for p, f in zip(paths, feats)}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as AF
-from .functional._checks import check_pairs, check_weights
+from .functional.checks import check_pairs, check_weights
 from .functional.attention import Reduction
 from .functional.transfer import Mode
 
@@ -47,9 +47,11 @@ class ATLoss(nn.Module):
         reduction: Reduction = "mean",
         norm_p: float | None = None,
         fused: bool = True,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.p, self.beta, self.mode, self.reduction, self.norm_p, self.fused = p, beta, mode, reduction, norm_p, fused
+        self.check_finite = check_finite  # False where the caller checks its total loss anyway (no extra sync)
         self.weights = None if weights is None else list(weights)
 
     def forward(self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]) -> Tensor:
@@ -63,6 +65,7 @@ class ATLoss(nn.Module):
             reduction=self.reduction,
             norm_p=self.norm_p,
             fused=self.fused,
+            check_finite=self.check_finite,
         )
 
     def extra_repr(self) -> str:

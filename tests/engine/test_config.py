@@ -36,6 +36,13 @@ def test_overrides_parse_yaml_values_and_numbers_without_dot():
         ({"precision": "fp8"}, "precision", "must be auto"),
         ({"modle": {}}, "modle", "did you mean model"),
         ({"data": {"augment": "yes"}}, "data.augment", "true or false"),
+        ({"distill": {"at_beta": float("inf")}}, "distill.at_beta", "must be a finite number"),
+        ({"distill": {"kd_temperature": "inf"}}, "distill.kd_temperature", "must be a finite number"),
+        ({"optim": {"milestones": [float("nan")]}}, "optim.milestones[0]", "must be a finite number"),
+        ({"data": {"pad_mode": "zero"}}, "data.pad_mode", "must be reflect, symmetric or zeros, got 'zero'; did you mean zeros"),
+        ({"optim": {"name": "adamw2"}}, "optim.name", "must be sgd, adam or adamw"),
+        ({"distill": {"at_reduction": "avg"}}, "distill.at_reduction", "must be mean, sum or max"),
+        ({"channels_last": "yes"}, "channels_last", "must be auto, true or false"),
     ],
 )
 def test_invalid_values_name_their_key(values, key, message):
@@ -82,3 +89,23 @@ def test_recipe_inherits_from_a_base(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_recipe(tmp_path / "loop.yaml")
+
+
+def test_overrides_reach_nan_and_inf_checks():
+    for item, key in (("distill.at_beta=.inf", "distill.at_beta"), ("optim.milestones=[.nan]", "optim.milestones[0]")):
+        with pytest.raises(ConfigError, match="finite") as info:
+            config_from_dict(apply_overrides({}, [item]))
+        assert info.value.key == key
+
+
+def test_literal_fields_take_exactly_their_vocabulary():
+    from attnkit.data.loader import PAD_MODES
+    from attnkit.functional.attention import REDUCTIONS
+
+    for mode in PAD_MODES:
+        assert config_from_dict({"data": {"pad_mode": mode}}).data.pad_mode == mode
+    for reduction in REDUCTIONS:
+        assert config_from_dict({"distill": {"at_reduction": reduction}}).distill.at_reduction == reduction
+    assert config_from_dict({"channels_last": True}).channels_last is True
+    with pytest.raises(ConfigError, match="channels_last: must be auto, true or false, got 1"):
+        config_from_dict({"channels_last": 1})  # 1 is not true

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from attnkit.cli import main
-from attnkit.engine import RunConfig, Trainer, load_model
+from attnkit.engine import RunConfig, Trainer, build_run, load_model
 
 # Tiny but real: a WRN-10 (one block per group) on 1,024 mnist5k digits.
 COMMON = ["data.name=mnist5k", "data.train_limit=1024", "data.test_limit=256", "data.batch_size=64", "optim.lr=0.05",
@@ -77,19 +78,18 @@ def test_unknown_layer_name_is_a_one_line_error(tmp_path, teacher_run, capsys):
     assert len(err.splitlines()) == 1 and "distill.layers: teacher: " in err and "layer7" in err
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    # Every segment runs on one thread (tests/conftest.py here, OMP_NUM_THREADS=1 in the subprocess): oneDNN's
-    # reductions may depend on the thread count, and the weights are compared bit for bit.
-    assert torch.get_num_threads() == 1
-    args = [*COMMON, "model.kwargs={depth: 10, width: 0.5, dropout: 0.2}", "optim.epochs=2", "checkpoint_every_steps=3"]
-    reference = tmp_path / "reference"
-    main(["train", *args, f"out={reference}"])
+def attnkit(*args: str) -> subprocess.CompletedProcess:
+    """The CLI as a user types it, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "attnkit", *map(str, args)], env=ENV, capture_output=True, text=True,
+                          timeout=300)
 
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "attnkit", "train", *args, f"out={killed}"], env=ENV,
+
+def kill_in_second_epoch(args: list[str], out: Path) -> None:
+    """Start `attnkit ARGS out=OUT` and SIGKILL it once a checkpoint in the middle of epoch 2 exists."""
+    process = subprocess.Popen([sys.executable, "-m", "attnkit", *args, f"out={out}"], env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    pointer = killed / "checkpoint.json"
+    pointer = out / "checkpoint.json"
     while time.time() < deadline and process.poll() is None:
         if pointer.is_file() and json.loads(pointer.read_text())["epoch"] == 1 and json.loads(pointer.read_text())["step"] >= 6:
             process.send_signal(signal.SIGKILL)  # mid-epoch 2, no chance to clean up
@@ -99,13 +99,57 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed; make it longer"
     state = json.loads(pointer.read_text())
     assert state["epoch"] == 1 and 0 < state["step"]  # the newest checkpoint is in the middle of epoch 2
-    assert not (killed / "model.safetensors").exists()
+    assert not (out / "model.safetensors").exists()
 
-    main(["train", *args, f"out={killed}", "--resume"])
-    a, b = load_model(reference).state_dict(), load_model(killed).state_dict()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert [r["epoch"] for r in read_metrics(killed)] == [1, 2]
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_model(a).state_dict(), load_model(b).state_dict()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, capsys):
+    # Every segment runs on one thread (tests/conftest.py here, OMP_NUM_THREADS=1 in the subprocess): oneDNN's
+    # reductions may depend on the thread count, and the weights are compared bit for bit.
+    assert torch.get_num_threads() == 1
+    args = [*COMMON, "model.kwargs={depth: 10, width: 0.5, dropout: 0.2}", "optim.epochs=2", "checkpoint_every_steps=3"]
+    reference = tmp_path / "reference"
+    main(["train", *args, f"out={reference}"])
+
+    killed, copied = tmp_path / "killed", tmp_path / "elsewhere" / "copied"
+    kill_in_second_epoch(["train", *args], killed)
+    shutil.copytree(killed, copied)
+    # The run's own config.yaml; no need to retype the command. A copy resumes where it is now.
+    for command in (["resume", killed], ["train", "--resume", f"out={copied}", "progress=false"]):
+        result = attnkit(*command)
+        assert result.returncode == 0, result.stderr[-2000:]
+    for run in (killed, copied):
+        assert_same_weights(reference, run)
+        assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+        assert json.loads((run / "summary.json").read_text())["run_dir"] == str(run)
+
+    # The hint of a refused command names a command that works as written.
+    for command, hint in ((["train", *args, f"out={killed}"], f"continue it with `attnkit resume {killed}`"),
+                          (["resume", str(killed), "optim.lr=0.5"], f"continue the run as it was with: attnkit resume {killed}")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert exit_info.value.code == 2 and hint in capsys.readouterr().err
+    main(["resume", str(killed)])  # a finished run: nothing left to train, the same weights
+    assert_same_weights(reference, killed)
+
+
+def test_killed_distillation_resumes_from_its_own_config(tmp_path, teacher_run):
+    args = [*COMMON, *STUDENT, "optim.epochs=2", "checkpoint_every_steps=3", f"distill.teacher={teacher_run}",
+            "distill.at_beta=1000", "distill.kd_alpha=0.9"]
+    reference = tmp_path / "reference"
+    main(["distill", *args, f"out={reference}"])
+    killed, copied = tmp_path / "killed", tmp_path / "copied"
+    kill_in_second_epoch(["distill", *args], killed)
+    shutil.move(killed, copied)  # a moved run directory
+    result = attnkit("distill", "--resume", f"out={copied}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_weights(reference, copied)
+    assert {"ce", "kd", "at"} <= set(read_metrics(copied)[-1]["train"])
 
 
 # -- distributed --------------------------------------------------------------------------------------------
@@ -144,7 +188,7 @@ def _ddp_config(out: Path, distill: bool = False) -> RunConfig:
 
 
 def _ddp_trainer(out: Path, distill: bool) -> Trainer:
-    return Trainer(_ddp_config(out, distill), model=NoNormNet(), teacher=NoNormNet(width=16, seed=1) if distill else None)
+    return Trainer(build_run(_ddp_config(out, distill), model=NoNormNet(), teacher=NoNormNet(width=16, seed=1) if distill else None))
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, out: str, distill: bool) -> None:
@@ -154,7 +198,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str, distill: bool) 
     try:
         trainer.fit()
     finally:
-        trainer.dist.shutdown()
+        trainer.run.dist.shutdown()
 
 
 @pytest.mark.parametrize("distill", [False, True], ids=["plain", "distill-with-F-ActT-adapters"])

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from attnkit import functional as AF
 from attnkit.engine import DistillConfig
 from attnkit.engine.objective import Objective
+from attnkit.engine.terms import plan_terms
 from attnkit.features import FeatureCapture, LayerPair
 from helpers import toy_cnn
 
@@ -22,8 +23,8 @@ def test_total_is_the_weighted_sum_of_its_terms():
     student, teacher = models()
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
     config = DistillConfig(at_beta=1000.0, kd_alpha=0.9, kd_temperature=4.0)
-    with Objective(student, config, teacher, PAIRS) as objective:
-        result = objective(student, x, y)
+    with Objective(plan_terms(config), student, teacher, PAIRS) as objective:
+        result = objective(student, teacher, x, y)
     with FeatureCapture(student, ["1", "4"]) as s_feats:
         logits = student(x)
     with torch.no_grad(), FeatureCapture(teacher, ["1", "4"]) as t_feats:
@@ -42,8 +43,8 @@ def test_flip_symmetry_transfers_attention_on_the_unflipped_half():
     student, teacher = models()
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
     config = DistillConfig(at_beta=1000.0, flip_beta=2.0)
-    with Objective(student, config, teacher, PAIRS) as objective:
-        result = objective(student, x, y)
+    with Objective(plan_terms(config), student, teacher, PAIRS) as objective:
+        result = objective(student, teacher, x, y)
     # No batch norm: the student's features of x are the same whether or not flip(x) rides in the batch.
     with FeatureCapture(student, ["1", "4"]) as s_feats, torch.no_grad():
         student(x)
@@ -59,5 +60,5 @@ def test_flip_symmetry_transfers_attention_on_the_unflipped_half():
 def test_a_teacher_layer_may_serve_two_pairs():
     student, teacher = models()
     pairs = [LayerPair("1", "4", (4, 8, 8), (16, 4, 4)), LayerPair("4", "4", (8, 4, 4), (16, 4, 4))]
-    with Objective(student, DistillConfig(at_beta=1000.0), teacher, pairs) as objective:
-        assert objective(student, torch.randn(2, 3, 8, 8), torch.tensor([0, 1])).terms["at"] > 0
+    with Objective(plan_terms(DistillConfig(at_beta=1000.0)), student, teacher, pairs) as objective:
+        assert objective(student, teacher, torch.randn(2, 3, 8, 8), torch.tensor([0, 1])).terms["at"] > 0

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from attnkit.engine import ConfigError, RunConfig, Trainer, load_model
+from attnkit.engine import ConfigError, RunConfig, Trainer, build_run, load_model
 from attnkit.engine.checkpoint import latest_checkpoint, load_checkpoint
 from helpers import TensorBatches, blob_data
 
@@ -28,9 +28,13 @@ def loaders(delay_steps=None):
     return TensorBatches(*TRAIN, batch_size=32, shuffle=True), TensorBatches(*TEST, batch_size=64, shuffle=False)
 
 
+def trainer(config, resume=False, train=None, test=None, **kwargs):
+    default_train, default_test = loaders()
+    return Trainer(build_run(config, resume, train_loader=train or default_train, test_loader=test or default_test, **kwargs))
+
+
 def fit(config, **kwargs):
-    train, test = loaders()
-    return Trainer(config, train_loader=train, test_loader=test, **kwargs).fit()
+    return trainer(config, **kwargs).fit()
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +66,19 @@ def test_distillation_with_every_term_keeps_the_teacher_frozen(tmp_path, teacher
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     config = make_config(tmp_path / "student", epochs=1, teacher=str(teacher_dir), at_beta=1000.0, kd_alpha=0.9,
                          fact_beta=1.0, grad_at_beta=1.0, flip_beta=1.0)
-    train, test = loaders()
-    trainer = Trainer(config, train_loader=train, test_loader=test, teacher=teacher)
-    student_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.fit()
+    distilling = trainer(config, teacher=teacher)
+    student_before = {k: v.clone() for k, v in distilling.run.model.state_dict().items()}
+    distilling.fit()
     record = json.loads((tmp_path / "student" / "metrics.jsonl").read_text())
     assert set(record["train"]) >= {"ce", "kd", "at", "fact", "grad_at", "flip"}
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # weights and BN statistics
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
-    assert any(not torch.equal(student_before[k], v) for k, v in trainer.model.state_dict().items())
-    assert trainer.objective.fact.adapters[0].weight.grad is not None  # F-ActT adapters were trained
+    assert any(not torch.equal(student_before[k], v) for k, v in distilling.run.model.state_dict().items())
+    assert distilling.run.objective.losses["fact"].adapters[0].weight.grad is not None  # F-ActT adapters were trained
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path, teacher_dir):
-    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+    with pytest.raises(ConfigError, match=f"already holds a run; continue it with `attnkit resume {teacher_dir}`"):
         fit(make_config(teacher_dir))
     with pytest.raises(ConfigError, match="nothing to resume"):
         fit(make_config(tmp_path / "new"), resume=True)
@@ -106,16 +109,16 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
         c.checkpoint_every_steps = 3
         return c
 
-    reference = Trainer(config(tmp_path / "a"), train_loader=loaders()[0], test_loader=loaders()[1])
+    reference = trainer(config(tmp_path / "a"))
     reference.fit()
     crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=12)  # epoch 2, step 5 (after a checkpoint at 3)
     with pytest.raises(Crash):
-        Trainer(config(tmp_path / "b"), train_loader=crashing, test_loader=loaders()[1]).fit()
+        trainer(config(tmp_path / "b"), train=crashing).fit()
     assert latest_checkpoint(tmp_path / "b")["epoch"] == 1 and latest_checkpoint(tmp_path / "b")["step"] == 3
-    resumed = Trainer(config(tmp_path / "b"), resume=True, train_loader=loaders()[0], test_loader=loaders()[1])
+    resumed = trainer(config(tmp_path / "b"), resume=True)
     resumed.fit()
-    for key, value in reference.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    for key, value in reference.run.model.state_dict().items():
+        torch.testing.assert_close(resumed.run.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train"]["loss"] for r in a] == pytest.approx([r["train"]["loss"] for r in b], rel=1e-9)
@@ -147,7 +150,7 @@ def test_bad_layer_name_and_class_mismatch(tmp_path, teacher_dir):
     three_classes = TensorBatches(TRAIN[0], TRAIN[1] % 3, 32, True), TensorBatches(TEST[0], TEST[1] % 3, 64, False)
     config = make_config(tmp_path / "s2", teacher=str(teacher_dir), kd_alpha=0.9)
     with pytest.raises(ConfigError, match="teacher predicts 4 classes but the data has 3"):
-        Trainer(config, train_loader=three_classes[0], test_loader=three_classes[1])
+        build_run(config, train_loader=three_classes[0], test_loader=three_classes[1])
 
 
 def test_data_limits_take_a_fixed_random_subset():
@@ -172,17 +175,20 @@ def test_compiled_distillation_captures_features_and_learns(tmp_path, teacher_di
 
 
 def test_resume_keeps_the_runs_measured_memory_format(tmp_path, monkeypatch):
-    import attnkit.engine.trainer as trainer_module
+    import attnkit.engine.memory_format as memory_format
 
+    monkeypatch.setenv("ATTNKIT_CACHE", str(tmp_path / "cache"))
     config = make_config(tmp_path / "run", epochs=2)
     config.channels_last = "auto"
-    monkeypatch.setattr(trainer_module, "probe_channels_last", lambda *args, **kwargs: True)
+    monkeypatch.setattr(memory_format, "probe_channels_last", lambda *args, **kwargs: True)
     crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=10)
     with pytest.raises(Crash):
-        Trainer(config, train_loader=crashing, test_loader=loaders()[1]).fit()
-    monkeypatch.setattr(trainer_module, "probe_channels_last", lambda *args, **kwargs: False)  # a new probe would differ
-    resumed = Trainer(config, resume=True, train_loader=loaders()[0], test_loader=loaders()[1])
-    assert resumed.channels_last is True and resumed.amp_dtype == Trainer(make_config(tmp_path / "x"), train_loader=loaders()[0], test_loader=loaders()[1]).amp_dtype
+        trainer(config, train=crashing).fit()
+    (tmp_path / "cache" / "channels_last.json").unlink()  # forget the measurement: a new one would differ
+    monkeypatch.setattr(memory_format, "probe_channels_last", lambda *args, **kwargs: False)
+    resumed = trainer(config, resume=True).run.decisions
+    assert (resumed.channels_last, resumed.channels_last_source) == (True, "measured")
+    assert resumed.amp_dtype == trainer(make_config(tmp_path / "x")).run.decisions.amp_dtype
 
 
 def test_logged_lr_is_the_epochs_own_and_warmup_moves_from_the_first_step(tmp_path):
@@ -205,7 +211,7 @@ def test_teacher_trained_on_other_images_is_refused(tmp_path, teacher_dir):
     train = TensorBatches(*bigger, batch_size=32, shuffle=True)
     config = make_config(tmp_path / "s", teacher=str(teacher_dir), at_beta=1000.0)
     with pytest.raises(ConfigError, match="teacher was trained on images with input_size \\[1, 16, 16\\].*\\[1, 24, 24\\]"):
-        Trainer(config, train_loader=train, test_loader=train)
+        build_run(config, train_loader=train, test_loader=train)
 
 
 class FakeDist:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnkit.engine import RunConfig, Trainer
+from attnkit.engine import RunConfig, build_run
 from attnkit.models import create_model
 from helpers import TensorBatches, blob_data
 
@@ -72,7 +72,7 @@ def test_init_reaches_the_model_through_the_run_configs_model_kwargs(tmp_path):
     config.model.name, config.model.kwargs = "wrn", {"depth": 10, "width": 0.5, "init": "official"}
     images, labels = blob_data(32, size=16)
     loader = TensorBatches(images, labels, batch_size=16, shuffle=False)
-    trainer = Trainer(config, train_loader=loader, test_loader=loader)
-    assert not model_bn_weights_are_one(trainer.model)
-    assert all(bool((m.weight < 1).all()) for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d))
-    assert trainer.info["model_kwargs"]["init"] == "official"  # recorded with the run, so a reload rebuilds it
+    run = build_run(config, train_loader=loader, test_loader=loader)
+    assert not model_bn_weights_are_one(run.model)
+    assert all(bool((m.weight < 1).all()) for m in run.model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert run.info.model_kwargs["init"] == "official"  # recorded with the run, so a reload rebuilds it

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 from collections.abc import Callable, Sequence
@@ -48,6 +49,33 @@ def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) 
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``attnkit bench`` and ``python -m attnkit.bench``."""
+    parser.add_argument(
+        "suite",
+        choices=[*SUITES, "all"],
+        help="; ".join(f"{name}: {desc}" for name, (_, _, desc) in SUITES.items()) + "; all: every suite",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (median is reported)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and hardware as JSON")
+
+
+def run_suites(args: argparse.Namespace) -> None:
+    """Run the suite(s) named by parsed :func:`add_arguments` arguments (``all``: every suite, one JSON each)."""
+    names = list(SUITES) if args.suite == "all" else [args.suite]
+    for name in names:
+        json_path = args.json if len(names) == 1 or not args.json else args.json.replace(".json", f"-{name}.json")
+        run_suite(name, json_path=json_path, device=args.device, repeats=args.repeats)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m attnkit.bench``."""
+    parser = argparse.ArgumentParser(prog="python -m attnkit.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run_suites(parser.parse_args(argv))
 
 
 def run_suite(name: str, json_path: str | None = None, **options) -> list[dict]:

@@ -1,4 +1,6 @@
-from ..cli import main
+"""``python -m attnkit.bench SUITE [--device D] [--repeats N] [--json PATH]``: the benchmarks without the CLI."""
+
+from . import main
 
 if __name__ == "__main__":
-    main(["bench", *__import__("sys").argv[1:]])
+    main()

@@ -96,7 +96,8 @@ def teacher_forward(teacher: nn.Module, x: Tensor) -> Callable[[], None]:
 def attnkit_trainer(device: torch.device, precision: str, channels_last: bool | str, **distill: float):
     """An engine Trainer around fresh WRNs and a random in-memory data set (nothing is written to disk)."""
     from ..data import ImageTensors, make_loader
-    from ..engine import RunConfig, Trainer
+    from ..engine import RunConfig, Trainer, build_run
+    from ..engine.terms import plan_terms
 
     gen = torch.Generator().manual_seed(0)
     data = ImageTensors(images=torch.randint(0, 256, (4 * BATCH, 3, 32, 32), dtype=torch.uint8, generator=gen),
@@ -112,13 +113,15 @@ def attnkit_trainer(device: torch.device, precision: str, channels_last: bool | 
     student, teacher = _models(device)
     train = make_loader(data, BATCH, train=True, device=device)
     test = make_loader(data, BATCH, train=False, device=device)
-    return Trainer(config, model=student, teacher=teacher if config.distill.needs_teacher else None,
-                   train_loader=train, test_loader=test)
+    return Trainer(build_run(config, model=student, teacher=teacher if plan_terms(config.distill).needs_teacher else None,
+                             train_loader=train, test_loader=test))
 
 
 def _trainer_step(trainer, x: Tensor, y: Tensor, hooks: contextlib.ExitStack) -> Callable[[], None]:
-    """Trainer.train_step as fit() runs it: with the objective's feature hooks installed (removed by `hooks`)."""
-    hooks.enter_context(trainer.objective)
+    """Trainer.train_step as fit() runs it: with the objective's feature hooks installed (removed by `hooks`), on a
+    batch in the run's memory format (its loaders emit that format)."""
+    hooks.enter_context(trainer.run.objective)
+    x = x.contiguous(memory_format=torch.channels_last) if trainer.run.decisions.channels_last else x
     return lambda: trainer.train_step(x, y)
 
 
@@ -163,7 +166,8 @@ def run(device: str = "cpu", repeats: int = 10) -> list[dict]:
 
 
 def _settings(trainer) -> str:
-    return f"{str(trainer.amp_dtype or 'fp32').removeprefix('torch.')}, channels_last={trainer.channels_last}"
+    decisions = trainer.run.decisions
+    return f"{str(decisions.amp_dtype or 'fp32').removeprefix('torch.')}, channels_last={decisions.channels_last}"
 
 
 def _row(name: str, seconds: float, peak: int | None, plain: float, settings: str) -> dict:
@@ -214,17 +218,18 @@ def run_gradat(device: str = "cpu", repeats: int = 10) -> list[dict]:
     x, y = _batch(dev)
     trainer = attnkit_trainer(dev, "auto", "auto", grad_at_beta=1.0)
     student, teacher = _models(dev)
-    if trainer.channels_last:
+    channels_last = trainer.run.decisions.channels_last
+    if channels_last:
         student.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
     teacher.requires_grad_(False)
-    xs = x.contiguous(memory_format=torch.channels_last) if trainer.channels_last else x
+    xs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     with contextlib.ExitStack() as hooks:
         fns = {
             "attnkit gradient-AT step": _trainer_step(trainer, x, y, hooks),
-            "part: student double-backprop step": student_double_backprop_step(student, xs, y, trainer.autocast),
-            "part: teacher input gradient (fwd+bwd)": teacher_input_gradient(teacher, xs, y, trainer.autocast),
-            "plain student step": plain_student_step(student, xs, y, trainer.autocast),
+            "part: student double-backprop step": student_double_backprop_step(student, xs, y, trainer.run.autocast),
+            "part: teacher input gradient (fwd+bwd)": teacher_input_gradient(teacher, xs, y, trainer.run.autocast),
+            "plain student step": plain_student_step(student, xs, y, trainer.run.autocast),
         }
         results = compare(fns, dev, min_repeats=repeats, min_seconds=2.0)
     full = results["attnkit gradient-AT step"].seconds

@@ -19,7 +19,7 @@
 """
 
 from . import cifar, cluttered, folder, idx, mnist5k, svhn  # noqa: F401  (each registers its data sets)
-from ._dataset import DATA_ENV, ImageTensors, data_root, list_datasets, load_dataset, register_dataset
+from ._dataset import DATA_ENV, DataSet, ImageTensors, data_root, list_datasets, load_dataset, register_dataset
 from ._download import MIRROR_ENV, ChecksumError, DownloadError, UnsafeArchiveError
 from .cluttered import load_cluttered_mnist
 from .folder import ImageFolderData, load_image_folder
@@ -29,6 +29,7 @@ __all__ = [
     "DATA_ENV",
     "MIRROR_ENV",
     "ChecksumError",
+    "DataSet",
     "DeviceLoader",
     "DownloadError",
     "FolderLoader",

@@ -1,4 +1,4 @@
-"""What a loaded data set is (:class:`ImageTensors`), and the registry behind ``load_dataset`` / ``list_datasets``.
+"""What a loaded data set is (:class:`DataSet`, :class:`ImageTensors`), and the registry behind ``load_dataset``.
 
 Each data set file registers one function ``fn(split, root, download, mirror)`` under its name with
 :func:`register_dataset`; the files are imported by ``attnkit.data`` so that every name is known.
@@ -6,22 +6,48 @@ Each data set file registers one function ``fn(split, root, download, mirror)`` 
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DATA_ENV", "ImageTensors", "data_root", "list_datasets", "load_dataset", "register_dataset"]
+from ..validation import suggest
+
+__all__ = ["DATA_ENV", "DataSet", "ImageTensors", "data_root", "list_datasets", "load_dataset", "register_dataset"]
 
 DATA_ENV = "ATTNKIT_DATA"  # overrides the default data root ~/.cache/attnkit/data
 SPLITS = ("train", "test")
 
 _LOADERS: dict[str, Callable] = {}
+
+
+@runtime_checkable
+class DataSet(Protocol):
+    """What every data set offers, in memory (:class:`ImageTensors`) or on disk (``ImageFolderData``)."""
+
+    name: str  # data set name, e.g. "cifar10" or "folder"
+    classes: list[str]  # class names; labels index into this list
+    mean: tuple[float, ...]  # per-channel normalisation on the 0..1 scale
+    std: tuple[float, ...]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def in_chans(self) -> int:
+        """Channels of the images as the loaders emit them."""
+
+    @property
+    def input_size(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of every image, or None where the loader's ``image_size`` decides (folders)."""
+
+    def subset(self, index: Tensor) -> DataSet:
+        """The examples at ``index`` ((n,) int64, increasing), same classes and normalisation."""
 
 
 @dataclass
@@ -66,9 +92,18 @@ class ImageTensors:
         return len(self.classes)
 
     @property
+    def in_chans(self) -> int:
+        return self.images.shape[1]
+
+    @property
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])
+
+    def subset(self, index: Tensor) -> ImageTensors:
+        """The images, labels (and boxes) at ``index``."""
+        boxes = None if self.boxes is None else self.boxes[index]
+        return dataclasses.replace(self, images=self.images[index], labels=self.labels[index], boxes=boxes)
 
 
 def _describe(x) -> str:
@@ -133,8 +168,7 @@ def load_dataset(
     (torch.Size([1000, 1, 28, 28]), torch.uint8, 10)
     """
     if name not in _LOADERS:
-        close = difflib.get_close_matches(name, _LOADERS, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"choose from {', '.join(list_datasets())}"
+        hint = suggest(name, list_datasets(), cutoff=0.5)
         raise KeyError(f"unknown data set {name!r}; {hint}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")

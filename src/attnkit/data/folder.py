@@ -19,6 +19,7 @@ the usual choice for natural photographs; pass your own to :func:`load_image_fol
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torch import Tensor
 
 from ._dataset import register_dataset
 
@@ -64,6 +66,19 @@ class ImageFolderData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return 3  # every image is decoded to RGB (load_image)
+
+    @property
+    def input_size(self) -> None:
+        """Files differ in size: the loader's ``image_size`` decides what the model sees."""
+        return None
+
+    def subset(self, index: Tensor) -> ImageFolderData:
+        """The files at ``index``."""
+        return dataclasses.replace(self, samples=[self.samples[i] for i in index.tolist()])
 
 
 def load_image_folder(

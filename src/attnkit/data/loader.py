@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..validation import check_choice, check_int, choices, is_int
 from ._dataset import ImageTensors
 from .folder import ImageFolderData, center_crop_image, load_image, random_resized_crop_image
 
-__all__ = ["DIGIT_DATASETS", "PAD_MODES", "DeviceLoader", "FolderLoader", "crop_flip", "make_loader"]
+__all__ = ["DIGIT_DATASETS", "PAD_MODES", "DeviceLoader", "FolderLoader", "PadMode", "crop_flip", "make_loader"]
 
-PAD_MODES = ("reflect", "symmetric", "zeros")
+PadMode = Literal["reflect", "symmetric", "zeros"]  # how the random crop pads (see _fold)
+PAD_MODES: tuple[str, ...] = choices(PadMode)
 # Flipping a digit left-right changes what it is (2, 3, 4, 5, 7, 9), so these data sets do not flip by default.
 DIGIT_DATASETS = frozenset({"mnist", "mnist5k", "cluttered-mnist", "svhn"})
 
@@ -47,7 +50,7 @@ def _generator(seed: int, *key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def _fold(index: Tensor, size: int, mode: str) -> tuple[Tensor, Tensor | None]:
+def _fold(index: Tensor, size: int, mode: PadMode) -> tuple[Tensor, Tensor | None]:
     """Map coordinates of the padded image (-pad .. size-1+pad) to source coordinates; the mask marks real pixels.
 
     reflect: ``dcb|abcd|cba`` (torch/NumPy "reflect", torchvision ``Pad(padding_mode="reflect")``);
@@ -64,7 +67,7 @@ def _fold(index: Tensor, size: int, mode: str) -> tuple[Tensor, Tensor | None]:
 
 
 def crop_flip(
-    images: Tensor, index: Tensor, top: Tensor, left: Tensor, flip: Tensor, pad: int, mode: str = "reflect"
+    images: Tensor, index: Tensor, top: Tensor, left: Tensor, flip: Tensor, pad: int, mode: PadMode = "reflect"
 ) -> Tensor:
     """Pad, crop back to the original size at (top, left) and optionally flip, for a whole batch in one gather.
 
@@ -96,10 +99,8 @@ def crop_flip(
 
 
 def _check_common(batch_size: int, seed: int, rank: int, world_size: int, num_samples: int, train: bool, source: str) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int (the global batch over all ranks), got {batch_size!r}")
+    check_int("seed", seed)
+    check_int("batch_size", batch_size, minimum=1, note=" (the global batch over all ranks)")
     if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
         raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
     if train and num_samples < batch_size:
@@ -128,9 +129,8 @@ def _steps(num_samples: int, batch_size: int, drop_last: bool) -> int:
 
 
 def _check_epoch_start(epoch: int, start: int, steps: int) -> None:
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-    if not (isinstance(start, int) and 0 <= start <= steps):
+    check_int("epoch", epoch)
+    if not (is_int(start) and 0 <= start <= steps):
         raise ValueError(f"start must be a step in 0..{steps} (steps per epoch), got {start!r}")
 
 
@@ -182,7 +182,7 @@ class DeviceLoader:
         augment: bool | None = None,
         pad: int = 4,
         flip: bool | None = None,
-        pad_mode: str = "reflect",
+        pad_mode: PadMode = "reflect",
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -193,8 +193,7 @@ class DeviceLoader:
         _check_common(batch_size, seed, rank, world_size, len(data), train, data.name)
         augment = train if augment is None else augment
         _, _, height, width = data.images.shape
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+        check_choice("pad_mode", pad_mode, PAD_MODES)
         if augment and not (isinstance(pad, int) and 0 <= pad and (pad_mode == "zeros" or pad < min(height, width))):
             raise ValueError(f"pad must be an int >= 0 (and < the image size {height}x{width} to reflect), got {pad!r}")
         self.data = data
@@ -314,6 +313,7 @@ class FolderLoader:
         self.channels_last = channels_last
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         augment = train if augment is None else augment
+        self.image_size = image_size
         self.dataset = _DecodedFolder(data, image_size, augment, flip is not False, seed, scale, ratio)
         self.scale, self.shift = _normalizer(data.mean, data.std, self.device)
 

@@ -1,12 +1,17 @@
-"""The training engine: configuration, training loop, checkpoints, evaluation. No argument parsing here.
+"""The training engine: configuration, run set-up, training loop, run directories, evaluation. No argument parsing.
 
 >>> from attnkit.engine import RunConfig, train
 >>> config = RunConfig()                      # defaults: wrn_16_1 on the embedded mnist5k
 >>> config.optim.epochs, config.out = 1, "runs/example"
 >>> # summary = train(config)                 # -> dict with last/best test accuracy, throughput, ...
+>>> # summary = train(config, model=my_net)   # any nn.Module student (and teacher=...)
+
+Modules: ``config`` (RunConfig), ``terms`` (the loss-term table), ``objective`` (the loss as an nn.Module),
+``setup`` (build_run -> Run: data, models, decisions, loaders, optimiser), ``memory_format`` (the cached
+channels_last choice), ``trainer`` (Trainer, train), ``rundir`` (RunDir, RunInfo, load_model), ``resume``,
+``evaluation`` (evaluate_run), ``checkpoint`` (atomic files, weights), ``run_log``, ``optim``, ``runtime``.
 """
 
-from .checkpoint import load_model, load_run_info, save_weights
 from .config import (
     ConfigError,
     DataConfig,
@@ -19,6 +24,10 @@ from .config import (
     config_to_dict,
     load_recipe,
 )
+from .checkpoint import save_weights
+from .resume import resume_config
+from .rundir import RunDir, RunInfo, load_model, load_run_info
+from .setup import Run, build_run
 from .trainer import Trainer, evaluate, train
 
 __all__ = [
@@ -27,15 +36,20 @@ __all__ = [
     "DistillConfig",
     "ModelConfig",
     "OptimConfig",
+    "Run",
     "RunConfig",
+    "RunDir",
+    "RunInfo",
     "Trainer",
     "apply_overrides",
+    "build_run",
     "config_from_dict",
     "config_to_dict",
     "evaluate",
     "load_model",
     "load_recipe",
     "load_run_info",
+    "resume_config",
     "save_weights",
     "train",
 ]

@@ -10,21 +10,33 @@ A recipe is a YAML mapping with the sections of :class:`RunConfig`::
 Overrides address fields by dotted path (``optim.lr=0.05``, ``distill.kd_alpha=0.9``); values are parsed as
 YAML scalars. Recipes are read (by path or packaged name) by :mod:`attnkit.recipes`. Every invalid value raises
 :class:`ConfigError` naming its key.
+
+Types are checked from the field annotations (:func:`_coerce`): numbers must be finite, and a ``Literal`` field
+accepts exactly the values of the vocabulary it names, which the layer that uses it owns (pad modes in
+:mod:`attnkit.data.loader`, AT modes and reductions in :mod:`attnkit.functional`, optimiser and schedule names
+in :mod:`.optim`, precisions in :mod:`.runtime`). :func:`validate` adds ranges and cross-field checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # Reading recipe files (``base:`` chains, packaged names) and ``key=value`` overrides belongs to attnkit.recipes;
 # they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
 from ..recipes import ConfigError, apply_overrides, load_recipe
+
+from ..data.loader import PadMode
+from ..functional.attention import Reduction
+from ..functional.transfer import Mode
+from ..validation import choices, describe_choices, is_int, is_real, suggest
+from .optim import OptimizerName, ScheduleName
+from .runtime import Precision
 
 __all__ = [
     "ConfigError",
@@ -56,7 +68,7 @@ class DataConfig:
     augment: bool = True  # pad + random crop (+ flip) on training batches
     flip: bool | None = None  # horizontal flips; None = the data set's default (off for digits)
     pad: int = 4  # padding of the random crop, in pixels
-    pad_mode: str = "reflect"  # reflect (the attention-transfer code) | symmetric | zeros
+    pad_mode: PadMode = "reflect"  # reflect (the attention-transfer code) | symmetric | zeros
     image_size: int = 224  # folder data sets: training crop / evaluation centre-crop size
     workers: int = 4  # folder data sets: DataLoader worker processes
     train_limit: int | None = None  # train on a fixed random subset of N images, the same for every seed (quick runs)
@@ -65,13 +77,13 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw
+    name: OptimizerName = "sgd"  # sgd | adam | adamw
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # Nesterov momentum (Residual Attention Network's CIFAR recipe)
     weight_decay: float = 5e-4  # L2 penalty (5e-4 CIFAR, 1e-4 ImageNet)
     epochs: int = 200  # training epochs
-    schedule: str = "step"  # step | cosine | constant
+    schedule: ScheduleName = "step"  # step | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [60, 120, 160])  # step: epochs at which lr *= gamma
     gamma: float = 0.2  # step: decay factor
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
@@ -85,21 +97,28 @@ class DistillConfig:
     layers: list[str] | None = None  # "student_path:teacher_path" pairs; None = pair by resolution (feature_info)
     at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
     at_p: float = 2.0  # exponent of the attention function F_sum^p
-    at_mode: str = "code"  # code (published numbers) | paper (beta/2 * p-norm)
-    at_reduction: str = "mean"  # mean/sum = F_sum^p, max = F_max^p
+    at_mode: Mode = "code"  # code (published numbers) | paper (beta/2 * p-norm)
+    at_reduction: Reduction = "mean"  # mean/sum = F_sum^p, max = F_max^p
     kd_alpha: float = 0.0  # knowledge distillation weight alpha in (1-alpha)*CE + alpha*KD (paper: 0.9); 0 = off
     kd_temperature: float = 4.0  # KD softmax temperature T
     fact_beta: float = 0.0  # full activation transfer (F-ActT) weight; 0 = off
     grad_at_beta: float = 0.0  # gradient-based attention transfer weight (double backprop); 0 = off
     flip_beta: float = 0.0  # flip-invariance of the input gradient (L_sym); 0 = off; needs no teacher
 
+    # Which terms are on, and what they need, is decided by the term table (.terms); these ask it.
     @property
     def needs_teacher(self) -> bool:
-        return any(w > 0 for w in (self.at_beta, self.kd_alpha, self.fact_beta, self.grad_at_beta))
+        """Some term that is on learns from the teacher."""
+        from .terms import plan_terms
+
+        return plan_terms(self).needs_teacher
 
     @property
     def double_backprop(self) -> bool:
-        return self.grad_at_beta > 0 or self.flip_beta > 0
+        """Some term that is on trains through the student's input gradient."""
+        from .terms import plan_terms
+
+        return plan_terms(self).student_input_gradient
 
 
 @dataclass
@@ -111,14 +130,14 @@ class RunConfig:
     out: str = "runs/run"  # run directory: config, checkpoints, metrics, final weights
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
-    channels_last: bool | str = "auto"  # auto (CUDA: on; CPU: a short probe on the model decides) | true | false
+    precision: Precision = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
+    channels_last: Literal["auto"] | bool = "auto"  # auto (CUDA: on; CPU: measured once, cached) | true | false
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
     compile_backend: str = "inductor"  # torch.compile backend (inductor = generated kernels; aot_eager = tracing only)
     sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
-    progress: bool | str = "auto"  # auto (a bar on a terminal, none under CI) | true | false
+    progress: Literal["auto"] | bool = "auto"  # auto (a bar on a terminal, none under CI) | true | false
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
 
@@ -158,15 +177,14 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else key
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(path, f"unknown key{hint}")
+            valid = "valid keys: " + ", ".join(names)
+            raise ConfigError(path, f"unknown key; {suggest(str(key), names, fallback=valid)}")
         kwargs[key] = value if key in _SECTIONS and not prefix else _coerce(value, hints[key], path)
     return cls(**kwargs)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against a simple type hint (int, float, str, bool, list[...], dict, Optional)."""
+    """Check ``value`` against a type hint (int, float, str, bool, Literal[...], list[...], dict, unions of them)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -177,7 +195,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError as err:
                 errors.append(err)
+        if all(a is bool or typing.get_origin(a) is Literal for a in args):  # e.g. Literal["auto"] | bool
+            values = [v for a in args for v in ((True, False) if a is bool else choices(a))]
+            raise ConfigError(key, f"must be {describe_choices(values)}, got {value!r}")
         raise errors[-1]
+    if origin is Literal:
+        if any(type(value) is type(option) and value == option for option in args):
+            return value
+        close = suggest(value, args, fallback="") if isinstance(value, str) else ""
+        raise ConfigError(key, f"must be {describe_choices(args)}, got {value!r}" + (f"; {close}" if close else ""))
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -185,11 +211,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float) and isinstance(value, str):
         value = _parse_number(value, hint, key)  # YAML reads 1e-4 (no dot) as a string
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             return value
         raise ConfigError(key, f"must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_real(value):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(key, f"must be a number, got {value!r}")
     if hint is str:
@@ -225,16 +253,13 @@ def validate(config: RunConfig) -> None:
     _require(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
     _require(d.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {d.eval_batch_size}")
     _require(d.pad >= 0, "data.pad", f"must be >= 0, got {d.pad}")
-    _require(d.pad_mode in ("reflect", "symmetric", "zeros"), "data.pad_mode", f"must be reflect, symmetric or zeros, got {d.pad_mode!r}")
     for key in ("train_limit", "test_limit"):
         limit = getattr(d, key)
         _require(limit is None or limit >= 1, f"data.{key}", f"must be >= 1 or null, got {limit}")
-    _require(o.name in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd, adam or adamw, got {o.name!r}")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _require(o.epochs >= 1, "optim.epochs", f"must be >= 1, got {o.epochs}")
     _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _require(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
-    _require(o.schedule in ("step", "cosine", "constant"), "optim.schedule", f"must be step, cosine or constant, got {o.schedule!r}")
     _require(0 < o.gamma <= 1, "optim.gamma", f"must be in (0, 1], got {o.gamma}")
     _require(o.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {o.warmup_epochs}")
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
@@ -244,8 +269,6 @@ def validate(config: RunConfig) -> None:
     _require(0 <= k.kd_alpha <= 1, "distill.kd_alpha", f"must be in [0, 1], got {k.kd_alpha}")
     _require(k.kd_temperature > 0, "distill.kd_temperature", f"must be > 0, got {k.kd_temperature}")
     _require(k.at_p > 0, "distill.at_p", f"must be > 0, got {k.at_p}")
-    _require(k.at_mode in ("code", "paper"), "distill.at_mode", f"must be code or paper, got {k.at_mode!r}")
-    _require(k.at_reduction in ("mean", "sum", "max"), "distill.at_reduction", f"must be mean, sum or max, got {k.at_reduction!r}")
     if k.layers is not None:
         for i, pair in enumerate(k.layers):
             _require(pair.count(":") == 1 and all(pair.split(":")), f"distill.layers[{i}]",
@@ -256,8 +279,5 @@ def validate(config: RunConfig) -> None:
                                                  "give each student layer one teacher layer")
     _require(not (config.compile and k.double_backprop), "compile",
              "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta)")
-    _require(config.precision in ("auto", "fp32", "bf16", "fp16"), "precision", f"must be auto, fp32, bf16 or fp16, got {config.precision!r}")
-    _require(config.channels_last in ("auto", True, False), "channels_last", f"must be auto, true or false, got {config.channels_last!r}")
-    _require(config.progress in ("auto", True, False), "progress", f"must be auto, true or false, got {config.progress!r}")
     _require(config.eval_every >= 1, "eval_every", f"must be >= 1, got {config.eval_every}")
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")

@@ -1,58 +1,110 @@
-"""Data sets and loaders of a run, from its ``data`` config section (see :mod:`attnkit.data`)."""
+"""Data sets and loaders of a run, from its ``data`` config section (see :mod:`attnkit.data`).
+
+Set-up reads the data sets and their information first (:func:`load_data`), decides the memory format from
+them and the model, and only then builds the loaders in that format (:func:`build_loaders`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .config import ConfigError, RunConfig
 from .runtime import Distributed
 
-__all__ = ["build_loaders", "data_info", "load_splits", "make_split_loader", "take"]
+__all__ = ["ChannelsLastBatches", "DataSource", "build_loaders", "data_info", "load_data", "load_splits",
+           "make_split_loader", "take"]
+
+
+@dataclass
+class DataSource:
+    """A run's data before its loaders exist: the splits (or the caller's loaders) and what the model must know."""
+
+    info: dict[str, Any]  # data_info() of the training split: data set, classes, input size, normalisation
+    train: Any = None  # the training split (an attnkit.data.DataSet), None when the caller gave loaders
+    test: Any = None  # the test split
+    train_loader: Any = None  # loaders given by the caller (anything with len() and epoch_batches(epoch, start))
+    test_loader: Any = None
 
 
 def take(data: Any, limit: int | None) -> Any:
-    """``limit`` examples of an in-memory data set (all of them for None), a fixed random subset in data order.
+    """``limit`` examples of a data set (all of them for None), a fixed random subset in data order.
 
     Not simply the first ``limit``: several data sets are stored sorted by class (mnist5k, cluttered-mnist), and
     their first images are all zeros. The subset does not depend on the run's seed, so runs that differ only
     in their seed see the same images.
     """
-    if limit is None or limit >= len(data.labels):
+    if limit is None or limit >= len(data):
         return data
-    index = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-    boxes = None if getattr(data, "boxes", None) is None else data.boxes[index]
-    return dataclasses.replace(data, images=data.images[index], labels=data.labels[index], boxes=boxes)
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+    return data.subset(index)
 
 
-def data_info(data: Any, name: str) -> dict[str, Any]:
-    """What a trained model needs to know about its data: classes, input size, normalisation."""
-    images = getattr(data, "images", None)
-    input_size = list(images.shape[1:]) if images is not None else [3, data.image_size, data.image_size]
+def data_info(data: Any, name: str, image_size: int | None = None) -> dict[str, Any]:
+    """What a trained model needs to know about its data: classes, input size, normalisation.
+
+    ``data`` is any :class:`attnkit.data.DataSet`; where its images differ in size (folders), ``image_size`` (the
+    loader's crop) gives the input size.
+    """
+    input_size = data.input_size
+    if input_size is None:
+        if image_size is None:
+            raise ValueError(f"the images of {name} differ in size; give the image_size the loader crops them to")
+        input_size = (data.in_chans, image_size, image_size)
     return {"dataset": name, "num_classes": len(data.classes), "classes": list(data.classes), "in_chans": input_size[0],
-            "input_size": input_size, "mean": list(data.mean), "std": list(data.std)}
+            "input_size": list(input_size), "mean": list(data.mean), "std": list(data.std)}
 
 
-def build_loaders(
-    config: RunConfig, device: torch.device, dist: Distributed, train_loader: Any = None, test_loader: Any = None,
-    channels_last: bool = False,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Train and test loaders (or the given ones) and the data information of :func:`data_info`."""
+def load_data(config: RunConfig, dist: Distributed, train_loader: Any = None, test_loader: Any = None) -> DataSource:
+    """The run's splits and their information, or the caller's loaders and theirs; no loader is built here."""
     d = config.data
-    if train_loader is not None and test_loader is not None:
-        # Loaders given by the caller: anything with len() and epoch_batches(epoch, start); their data
-        # information comes from an `info` dict or from the `data` they wrap.
-        info = getattr(train_loader, "info", None) or data_info(train_loader.data, d.name)
-        return train_loader, test_loader, info
+    if (train_loader is None) != (test_loader is None):
+        raise ValueError("give both train_loader and test_loader, or neither")
+    if train_loader is not None:
+        # Loaders given by the caller carry their data information in an `info` dict or in the `data` they wrap.
+        info = getattr(train_loader, "info", None)
+        if info is None:
+            info = data_info(train_loader.data, d.name, getattr(train_loader, "image_size", d.image_size))
+        return DataSource(dict(info), train_loader=train_loader, test_loader=test_loader)
     if d.batch_size % dist.world_size:
         raise ConfigError("data.batch_size", f"{d.batch_size} is not divisible by the {dist.world_size} processes")
     train, test = load_splits(config, dist, ("train", "test"))
-    train_loader = make_split_loader(train, config, device, dist, train=True, channels_last=channels_last)
-    test_loader = make_split_loader(test, config, device, dist, train=False, channels_last=channels_last)
-    return train_loader, test_loader, data_info(train, d.name)
+    return DataSource(data_info(train, d.name, d.image_size), train, test)
+
+
+def build_loaders(
+    source: DataSource, config: RunConfig, device: torch.device, dist: Distributed, channels_last: bool
+) -> tuple[Any, Any]:
+    """Train and test loaders emitting batches in the run's memory format (the caller's loaders are adapted)."""
+    if source.train_loader is not None:
+        if not channels_last:
+            return source.train_loader, source.test_loader
+        return ChannelsLastBatches(source.train_loader), ChannelsLastBatches(source.test_loader)
+    train = make_split_loader(source.train, config, device, dist, train=True, channels_last=channels_last)
+    test = make_split_loader(source.test, config, device, dist, train=False, channels_last=channels_last)
+    return train, test
+
+
+class ChannelsLastBatches:
+    """A caller's loader whose image batches are handed on in channels_last memory format."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # info, data, ... of the wrapped loader
+        return getattr(self.loader, name)
+
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in self.loader.epoch_batches(epoch, start):
+            yield images.contiguous(memory_format=torch.channels_last), labels
 
 
 def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...]) -> list[Any]:

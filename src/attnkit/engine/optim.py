@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from .config import OptimConfig
+if TYPE_CHECKING:
+    from .config import OptimConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["OptimizerName", "ScheduleName", "build_optimizer", "build_scheduler", "lr_factor"]
+
+OptimizerName = Literal["sgd", "adam", "adamw"]  # SGD (momentum, optional Nesterov), Adam, AdamW
+ScheduleName = Literal["step", "cosine", "constant"]  # the learning-rate schedules of the module docstring
 
 
 def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

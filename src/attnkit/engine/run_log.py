@@ -12,11 +12,14 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from .checkpoint import write_json, write_text
+
+if TYPE_CHECKING:
+    from .rundir import RunDir
 
 __all__ = ["RunLog", "progress_enabled", "read_metrics"]
 
@@ -30,11 +33,11 @@ def progress_enabled(setting: bool | str) -> bool:
 class RunLog:
     """Writes ``metrics.jsonl`` (one record per evaluated epoch), TensorBoard scalars and ``summary.json``."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool, progress: bool | str = "auto", tensorboard: bool = True) -> None:
-        self.run_dir, self.enabled = Path(run_dir), enabled
+    def __init__(self, run_dir: RunDir, enabled: bool, progress: bool | str = "auto", tensorboard: bool = True) -> None:
+        self.run_dir, self.enabled = run_dir, enabled
         self.show_progress = enabled and progress_enabled(progress)
-        self.path = self.run_dir / "metrics.jsonl"
-        self.writer = _tensorboard_writer(self.run_dir) if enabled and tensorboard else None
+        self.path = run_dir.file(run_dir.METRICS)
+        self.writer = _tensorboard_writer(run_dir.file(run_dir.TENSORBOARD)) if enabled and tensorboard else None
 
     def progress(self, batches: Iterable, total: int, description: str) -> Iterator:
         """Wrap an epoch's batches in a progress bar (or pass them through)."""
@@ -80,7 +83,7 @@ class RunLog:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         if self.enabled:
-            write_json(self.run_dir / "summary.json", _finite(summary))
+            write_json(self.run_dir.file(self.run_dir.SUMMARY), _finite(summary))
 
     def close(self) -> None:
         if self.writer is not None:
@@ -95,12 +98,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _tensorboard_writer(run_dir: Path):
+def _tensorboard_writer(log_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # TensorBoard is optional (pip install attnkit[tensorboard])
         return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _flatten(record: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -1,7 +1,7 @@
 """Where and how a run computes: device, precision, memory format, seeds and processes (torchrun / DDP).
 
 Nothing here assumes hardware: bf16 is used only where the device reports native support (CUDA bf16, or a
-CPU with AVX512-BF16 or AMX), and channels_last only where a short probe on the actual model shows it is faster.
+CPU with AVX512-BF16 or AMX). The memory format is decided in :mod:`.memory_format`.
 """
 
 from __future__ import annotations
@@ -9,23 +9,25 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 __all__ = [
     "Distributed",
+    "Precision",
     "autocast",
     "bf16_supported",
-    "probe_channels_last",
     "resolve_device",
     "resolve_precision",
     "seed_everything",
 ]
+
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto = bf16 where the device has it natively, else fp32
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -51,7 +53,7 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(spec: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(spec: Precision, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32. ``auto`` = bf16 where supported natively, else fp32."""
     if spec == "fp32":
         return None
@@ -73,32 +75,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def probe_channels_last(
-    model: nn.Module, example: torch.Tensor, run_step: Callable[[nn.Module, torch.Tensor], None], repeats: int = 5
-) -> bool:
-    """Time ``run_step`` (forward + backward) in both memory formats on ``example``; True if channels_last wins.
-
-    Each format's time is the fastest of ``repeats`` steps (the minimum is what the hardware can do; slower
-    repeats were disturbed by something else). The model's gradients are cleared and its memory format
-    restored on return; pass a copy if its buffers (batch-norm statistics) must stay untouched.
-    """
-    fastest = {}
-    for channels_last in (False, True):
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model.to(memory_format=fmt)
-        x = example.contiguous(memory_format=fmt)
-        run_step(model, x)  # warm-up (oneDNN picks kernels on first use)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run_step(model, x)
-            times.append(time.perf_counter() - start)
-        fastest[channels_last] = min(times)
-    model.zero_grad(set_to_none=True)
-    model.to(memory_format=torch.contiguous_format)
-    return fastest[True] < fastest[False]
 
 
 def seed_everything(seed: int) -> None:

@@ -27,12 +27,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_features, check_positive, check_reduction
+from ..validation import choices
+from .checks import check_features, check_positive
 
-__all__ = ["AttentionMapFunction", "attention_map", "normalize_map", "resize_map"]
+__all__ = ["REDUCTIONS", "AttentionMapFunction", "Reduction", "attention_map", "check_reduction", "normalize_map", "resize_map"]
 
-Reduction = Literal["mean", "sum", "max"]
+Reduction = Literal["mean", "sum", "max"]  # channel reduction: "mean"/"sum" = F_sum^p, "max" = F_max^p
+REDUCTIONS: tuple[str, ...] = choices(Reduction)
 DEFAULT_EPS = 1e-12  # as F.normalize and the official code's l2_normalize
+
+
+def check_reduction(reduction: str) -> None:
+    """Raise unless ``reduction`` is one of :data:`REDUCTIONS`."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:

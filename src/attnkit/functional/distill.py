@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import at_least_float32, check_logits_pair, check_non_negative, check_positive, check_targets
+from .checks import at_least_float32, check_logits_pair, check_non_negative, check_positive, check_targets
 
 __all__ = ["distillation_loss", "dkd_loss", "kd_loss", "standardize_logits"]
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import at_least_float32, check_non_negative
+from .checks import at_least_float32, check_non_negative
 
-__all__ = ["flip_symmetry_loss", "grad_at_loss", "input_gradient"]
+__all__ = ["as_target", "flip_symmetry_loss", "grad_at_loss", "input_gradient"]
 
 
 def input_gradient(
@@ -63,13 +63,15 @@ def input_gradient(
         logits = model(x)
         if logits.dim() != 2:
             raise ValueError(f"model must return (B, num_classes) logits, got shape {tuple(logits.shape)}")
-        target = _as_target(target, logits)
+        target = as_target(target, logits)
         loss = F.cross_entropy(at_least_float32(logits), target, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x, create_graph=create_graph)
     return (grad, logits) if return_logits else grad
 
 
-def _as_target(target: Tensor | int | None, logits: Tensor) -> Tensor:
+def as_target(target: Tensor | int | None, logits: Tensor) -> Tensor:
+    """(B,) int64 class indices from ``target``: None = each image's predicted class, an int = that class for
+    every image, a tensor or sequence = one class per image (checked against the batch and the classes)."""
     batch, num_classes = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
@@ -120,3 +122,6 @@ def flip_symmetry_loss(grad: Tensor, flipped_grad: Tensor, beta: float = 1.0) ->
     # flip(J(flip(x))) maps the gradient at the mirrored image back onto x's pixel grid (width axis).
     diff = (at_least_float32(grad) - at_least_float32(flipped_grad).flip(-1)).flatten(1)
     return beta / 2 * torch.linalg.vector_norm(diff, dim=1).mean()
+
+
+_as_target = as_target  # former private name, still imported by older code

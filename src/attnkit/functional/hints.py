@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import at_least_float32, check_features, check_non_negative
+from .checks import at_least_float32, check_features, check_non_negative
 
 __all__ = ["hint_loss"]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import at_least_float32, check_non_negative, check_pairs, check_weights
+from .checks import at_least_float32, check_non_negative, check_pairs, check_weights
 from .attention import DEFAULT_EPS
 
 __all__ = ["nst_loss"]

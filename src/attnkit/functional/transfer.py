@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import at_least_float32, check_non_negative, check_pairs, check_positive, check_weights, find_non_finite_pair
+from ..validation import choices
+from .checks import at_least_float32, check_non_negative, check_pairs, check_positive, check_weights, find_non_finite_pair
 from .attention import DEFAULT_EPS, Reduction, attention_map
 
-__all__ = ["activation_transfer_loss", "at_loss", "attention_pair_maps"]
+__all__ = ["MODES", "Mode", "activation_transfer_loss", "at_loss", "attention_pair_maps"]
 
-Mode = Literal["code", "paper"]
+Mode = Literal["code", "paper"]  # AT's scale: "code" (the official code, published numbers) or "paper" (eq. 2 as printed)
+MODES: tuple[str, ...] = choices(Mode)
 
 
 def attention_pair_maps(
@@ -96,8 +98,8 @@ def at_loss(
     """
     check_pairs(student_features, teacher_features)
     check_positive("p", p)
-    if mode not in ("code", "paper"):
-        raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     check_non_negative("beta", beta)
     weights = check_weights(weights, len(student_features))
     if norm_p is not None:

@@ -9,11 +9,12 @@ Each registered entry function only sets arguments and calls one builder (timm's
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable
 
 from torch import nn
+
+from ..validation import check_int, suggest
 
 __all__ = ["create_model", "is_model", "list_models", "register_model"]
 
@@ -54,9 +55,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     175066
     """
     if name not in _ENTRYPOINTS:
-        close = difflib.get_close_matches(name, _ENTRYPOINTS, n=5, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else "see attnkit.models.list_models()"
+        hint = suggest(name, _ENTRYPOINTS, fallback="see attnkit.models.list_models()", n=5, cutoff=0.4)
         raise KeyError(f"unknown model {name!r}; {hint}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=1)
     return _ENTRYPOINTS[name](num_classes=num_classes, **kwargs)

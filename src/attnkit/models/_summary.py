@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..features import _eval_no_grad
+from ..features import eval_no_grad
 from ._registry import create_model, list_models
 
 __all__ = ["ModelSummary", "count_macs", "count_parameters", "markdown_table", "summarize_models"]
@@ -69,7 +69,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
         raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)}")
     parameter = next(model.parameters(), None)
     x = torch.zeros(1, *input_size, device=parameter.device if parameter is not None else "cpu")
-    with _eval_no_grad(model), FlopCounterMode(display=False) as counter:
+    with eval_no_grad(model), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() // 2
 

@@ -7,16 +7,14 @@ run, with the spread (sample standard deviation) and the number of seeds.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..engine.run_log import read_metrics
+from ..engine.rundir import RunDir
+from ..engine.terms import TERMS
 
 __all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_table", "format_results_table"]
 
@@ -24,19 +22,14 @@ __all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_
 TABLE1_METHODS = ("student", "F-ActT", "AT", "KD", "AT+KD", "teacher")
 
 
+# The papers' names of the loss terms, in the order a method is named ("AT+KD"); other terms go by their name.
+_LABELS = {"grad_at_beta": "grad-AT", "fact_beta": "F-ActT", "at_beta": "AT", "kd_alpha": "KD", "flip_beta": "flip"}
+
+
 def method_label(distill: dict[str, Any]) -> str:
     """Short name of a run's transfer method from its ``distill`` config section ("student" = trained alone)."""
-    parts = []
-    if distill.get("grad_at_beta", 0) > 0:
-        parts.append("grad-AT")
-    if distill.get("fact_beta", 0) > 0:
-        parts.append("F-ActT")
-    if distill.get("at_beta", 0) > 0:
-        parts.append("AT")
-    if distill.get("kd_alpha", 0) > 0:
-        parts.append("KD")
-    if distill.get("flip_beta", 0) > 0:
-        parts.append("flip")
+    parts = [label for key, label in _LABELS.items() if distill.get(key, 0) > 0]
+    parts += [t.name for t in TERMS.values() if t.weight not in _LABELS and distill.get(t.weight, 0) > 0]
     return "+".join(parts) or "student"
 
 
@@ -86,16 +79,12 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     """Read finished runs (config.yaml, summary.json, metrics.jsonl, run.json); raise for a directory that is not one."""
     runs = []
     for path in map(Path, paths):
-        summary_file = path / "summary.json"
-        if not summary_file.is_file():
+        run = RunDir(path)
+        summary = run.summary()
+        if summary is None:
             raise FileNotFoundError(f"{path} is not a finished attnkit run (no summary.json); train it first")
-        with open(path / "config.yaml") as f:
-            config = yaml.safe_load(f)
-        with open(summary_file) as f:
-            summary = json.load(f)
-        metrics = read_metrics(path / "metrics.jsonl")
-        info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
-        runs.append(RunRecord(path, config, summary, metrics, info))
+        info = run.info().to_dict() if run.file(RunDir.INFO).is_file() else {}
+        runs.append(RunRecord(path, run.config_values(), summary, run.metrics(), info))
     return runs
 
 

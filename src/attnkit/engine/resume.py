@@ -1,0 +1,67 @@
+"""Continuing a run: which settings may change on the way, and the config a resumed run goes on with.
+
+A run resumes from its own ``config.yaml`` where its directory is *now* (``out`` is taken from the directory,
+so a copied or moved run continues in place). A recipe or overrides given with the resume may change only the
+settings in :data:`RESUME_NEUTRAL`, which do not change the numbers; anything else is refused, naming the keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from .rundir import RunDir
+
+__all__ = ["RESUME_NEUTRAL", "check_resumable", "config_differences", "resume_config"]
+
+# Settings that may change between a run and its resumption without changing the result.
+RESUME_NEUTRAL = frozenset({"out", "progress", "tensorboard", "data.root", "data.download", "data.workers",
+                            "data.eval_batch_size", "eval_every"})
+
+
+def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys where two configs differ in something other than :data:`RESUME_NEUTRAL` settings."""
+    return [key for key in _diff(config_to_dict(a), config_to_dict(b)) if key not in RESUME_NEUTRAL]
+
+
+def check_resumable(run_dir: RunDir, config: RunConfig) -> None:
+    """Raise unless ``run_dir`` has a checkpoint and ``config`` agrees with its config.yaml."""
+    if run_dir.checkpoint_pointer() is None:
+        raise ConfigError("out", f"nothing to resume: {run_dir.path} has no checkpoint.json")
+    differences = config_differences(run_dir.config(), config)
+    if differences:
+        raise ConfigError("resume", f"the config differs from {run_dir.file(run_dir.CONFIG)} at {', '.join(differences)}; "
+                                    f"continue the run as it was with: attnkit resume {run_dir.path}")
+
+
+def resume_config(path: str | Path, values: Mapping[str, Any] | None = None) -> RunConfig:
+    """The config to continue the run in ``path`` with.
+
+    Args:
+        path: the run directory, wherever it is now.
+        values: optional nested settings (a recipe and/or overrides, e.g. ``{"data": {"root": "/data"}}``
+            merged onto :meth:`RunDir.config_values`); they must agree with the run's config.yaml except for the
+            :data:`RESUME_NEUTRAL` settings, which they may change.
+
+    Returns:
+        The run's config with ``out`` = ``path`` and the neutral settings of ``values``.
+    """
+    run_dir = RunDir(path)
+    if run_dir.checkpoint_pointer() is None:
+        raise ConfigError("out", f"nothing to resume: {run_dir.path} has no checkpoint.json")
+    config = run_dir.config() if values is None else config_from_dict({**values, "out": str(run_dir.path)})
+    check_resumable(run_dir, config)
+    return config
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        path = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict) and key != "kwargs":
+            keys += _diff(a[key], b[key], path + ".")
+        elif a.get(key) != b.get(key):
+            keys.append(path)
+    return keys

@@ -1,0 +1,254 @@
+"""A run directory: its layout, what it records about the run, and how to read it back.
+
+    config.yaml             the resolved RunConfig (a valid recipe)
+    run.json                RunInfo: model, classes, input size, normalisation, versions, memory format
+    model.safetensors       final weights          (metadata "attnkit" = run.json's content)
+    best.safetensors        weights of the best evaluated epoch
+    checkpoint.json         pointer to the newest complete training checkpoint
+    ckpt-EEEE-SSSSSS.safetensors / .pt   model weights / optimiser, schedule, RNG, epoch, step
+    metrics.jsonl           one record per epoch;   summary.json   the finished run;   tensorboard/
+
+Everyone who reads a run (training and resuming, ``attnkit eval``, the report, the demo) goes through
+:class:`RunDir`; ``load_model`` and ``load_run_info`` also take a bare ``.safetensors`` file written by attnkit.
+A training checkpoint is two files; it only becomes *the* checkpoint when the pointer file, written last, names
+it, so a crash between the two writes leaves the previous checkpoint in force. Checkpoint state is read with
+``torch.load(weights_only=True)``: no pickled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..models import create_model
+from .checkpoint import atomic_write, check_state_dict, load_weights, save_weights, write_json, write_yaml
+from ..recipes import load_recipe
+from .config import RunConfig, config_from_dict, config_to_dict
+from .run_log import read_metrics
+
+__all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
+           "save_checkpoint"]
+
+Weights = Literal["final", "best", "last"]  # model.safetensors, best.safetensors, the newest training checkpoint
+
+
+@dataclass
+class RunInfo:
+    """What a run's weights need to be used; written to run.json and into every weights file's metadata."""
+
+    dataset: str | None = None  # data set the model was trained on
+    num_classes: int | None = None  # outputs of the model
+    classes: list[str] = field(default_factory=list)  # class names, indexed by label
+    in_chans: int | None = None  # image channels
+    input_size: list[int] | None = None  # (C, H, W) of the training images
+    mean: list[float] | None = None  # per-channel normalisation, 0..1 scale
+    std: list[float] | None = None
+    model: str | None = None  # registry name to rebuild the model by (None: a model passed in by the caller)
+    model_class: str | None = None  # the model's class name
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments besides num_classes, in_chans
+    versions: dict[str, str] = field(default_factory=dict)  # attnkit, torch, numpy, python
+    precision: str | None = None  # float32 | bfloat16 | float16: the autocast dtype trained with
+    channels_last: bool | None = None  # memory format trained in
+    channels_last_source: str | None = None  # where that came from: set | cuda | cached | measured
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunInfo:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in values.items() if k in names},
+                   extra={k: v for k, v in values.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**values, **self.extra}
+
+
+class RunDir:
+    """The run directory at ``path`` (which need not exist yet)."""
+
+    CONFIG, INFO, POINTER, METRICS, SUMMARY = "config.yaml", "run.json", "checkpoint.json", "metrics.jsonl", "summary.json"
+    WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
+    TENSORBOARD = "tensorboard"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        """The path of one of the directory's files (e.g. ``RunDir.METRICS``)."""
+        return self.path / name
+
+    def holds_run(self) -> bool:
+        """A run was started here (a checkpoint) or finished here (final weights)."""
+        return self.checkpoint_pointer() is not None or self.file(self.WEIGHTS["final"]).is_file()
+
+    # -- what the run records ----------------------------------------------------------------------------
+
+    def config_values(self) -> dict[str, Any]:
+        """config.yaml as a nested dict, its ``out`` set to where the directory is now."""
+        if not self.file(self.CONFIG).is_file():
+            raise FileNotFoundError(f"{self.path} is not an attnkit run directory (no {self.CONFIG})")
+        return {**load_recipe(self.file(self.CONFIG)), "out": str(self.path)}
+
+    def config(self) -> RunConfig:
+        """The run's config; ``out`` is where the directory is now (it may have been moved or copied)."""
+        return config_from_dict(self.config_values())
+
+    def info(self, which: Weights = "final") -> RunInfo:
+        """run.json, else the metadata of the ``which`` weights."""
+        if self.file(self.INFO).is_file():
+            return RunInfo.from_dict(json.loads(self.file(self.INFO).read_text()))
+        _, info = load_weights(self.weights(which))
+        if not info:
+            raise ValueError(f"{self.path} has no run.json and its weights carry no attnkit metadata")
+        return RunInfo.from_dict(info)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch records, oldest first ([] before the first epoch ends)."""
+        return read_metrics(self.file(self.METRICS))
+
+    def summary(self) -> dict[str, Any] | None:
+        """summary.json of a finished run, else None."""
+        path = self.file(self.SUMMARY)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_start(self, config: RunConfig, info: RunInfo) -> None:
+        """config.yaml and run.json of a new run."""
+        write_yaml(self.file(self.CONFIG), config_to_dict(config))
+        write_json(self.file(self.INFO), info.to_dict())
+
+    # -- weights and checkpoints ---------------------------------------------------------------------------
+
+    def weights(self, which: Weights = "final") -> Path:
+        """The file of the final, best or newest checkpoint weights; raises if the run has none."""
+        if which not in ("final", "best", "last"):
+            raise ValueError(f"weights must be final, best or last, got {which!r}")
+        if which == "last":
+            pointer = self.checkpoint_pointer()
+            if pointer is None:
+                raise FileNotFoundError(f"{self.path} has no training checkpoint")
+            return self.file(pointer["weights"])
+        candidate = self.file(self.WEIGHTS[which])
+        if not candidate.is_file():
+            if not self.path.is_dir():
+                raise FileNotFoundError(f"no run directory or weights file at {self.path}")
+            hint = " (the run has not finished; use weights='last')" if self.file(self.POINTER).is_file() else ""
+            raise FileNotFoundError(f"no {candidate.name} in run directory {self.path}{hint}")
+        return candidate
+
+    def save_weights(self, model: nn.Module, which: Literal["final", "best"], info: RunInfo) -> None:
+        save_weights(model, self.file(self.WEIGHTS[which]), info.to_dict())
+
+    def load_model(self, which: Weights = "final", device: str | torch.device = "cpu", model_name: str | None = None) -> nn.Module:
+        """The model of the ``which`` weights, in eval mode on ``device`` (see :func:`load_model`)."""
+        return _model_from_file(self.weights(which), device, model_name)
+
+    def checkpoint_pointer(self) -> dict[str, Any] | None:
+        """checkpoint.json: the newest complete checkpoint's epoch, step and files, or None."""
+        pointer = self.file(self.POINTER)
+        return json.loads(pointer.read_text()) if pointer.is_file() else None
+
+    def save_checkpoint(self, model: nn.Module, info: RunInfo | Mapping[str, Any], state: Mapping[str, Any],
+                        epoch: int, step: int) -> None:
+        """Write weights + training state for (epoch, step), point checkpoint.json at them, drop older pairs.
+
+        ``state`` holds the optimiser/scheduler state dicts, RNG state and counters; it must contain only tensors,
+        numbers, strings, lists, tuples and dicts (it is read back with ``weights_only=True``).
+        """
+        stem = f"ckpt-{epoch:04d}-{step:06d}"
+        metadata = info.to_dict() if isinstance(info, RunInfo) else dict(info)
+        save_weights(model, self.file(f"{stem}.safetensors"), metadata)
+        atomic_write(self.file(f"{stem}.pt"), lambda tmp: torch.save(dict(state, epoch=epoch, step=step), tmp))
+        write_json(self.file(self.POINTER), {"epoch": epoch, "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.pt"})
+        for old in self.path.glob("ckpt-*"):
+            if old.stem != stem:
+                old.unlink(missing_ok=True)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(model state dict, training state) of the newest checkpoint; raises if there is none."""
+        pointer = self.checkpoint_pointer()
+        if pointer is None:
+            raise FileNotFoundError(f"nothing to resume in {self.path}: no checkpoint.json")
+        weights, _ = load_weights(self.file(pointer["weights"]))
+        state = torch.load(self.file(pointer["state"]), map_location="cpu", weights_only=True)
+        if (state.get("epoch"), state.get("step")) != (pointer["epoch"], pointer["step"]):
+            raise ValueError(f"checkpoint files in {self.path} disagree with checkpoint.json; the run directory was edited")
+        return weights, state
+
+
+def _model_from_file(file: Path, device: str | torch.device, model_name: str | None) -> nn.Module:
+    state, info = load_weights(file)
+    if not info and model_name is None:
+        raise ValueError(f"{file} carries no attnkit metadata; say which architecture it is (model_name=...)")
+    name = info.get("model", model_name) or model_name
+    if name is None:
+        raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that is not in the registry; "
+                         "build it yourself and call load_state_dict(attnkit.engine.checkpoint.load_weights(path)[0])")
+    if model_name is not None and name != model_name:
+        raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
+    model = create_model(name, num_classes=info.get("num_classes", 10), in_chans=info.get("in_chans", 3),
+                         **info.get("model_kwargs", {}))
+    check_state_dict(model, state, str(file))
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _weights_file(path: str | Path, weights: Weights) -> Path:
+    path = Path(path)
+    if path.is_file():
+        return path
+    return RunDir(path).weights(weights)
+
+
+# -- the functions users know, for run directories and bare weights files ----------------------------------
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", weights: Weights = "final", model_name: str | None = None
+) -> nn.Module:
+    """Build the model a run directory or weights file describes, load its weights, return it in eval mode.
+
+    Args:
+        path: a run directory or a ``.safetensors`` file written by attnkit.
+        device: where to put the model.
+        weights: for run directories, ``"final"`` (model.safetensors), ``"best"`` or ``"last"`` (newest checkpoint).
+        model_name: the architecture expected (e.g. the teacher asked for in a recipe). A file recording another
+            architecture, or weights that do not fit, raise a ``ValueError`` saying which.
+    """
+    return _model_from_file(_weights_file(path, weights), device, model_name)
+
+
+def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any]:
+    """The run information stored with a run directory or weights file (model, classes, normalisation...)."""
+    path = Path(path)
+    if path.is_dir():
+        return RunDir(path).info(weights).to_dict()
+    _, info = load_weights(_weights_file(path, weights))
+    if not info:
+        raise ValueError(f"{path} carries no attnkit metadata; load it with create_model(...) and load_state_dict")
+    return info
+
+
+def save_checkpoint(run_dir: str | Path, model: nn.Module, info: Mapping[str, Any], state: Mapping[str, Any],
+                    epoch: int, step: int) -> None:
+    """:meth:`RunDir.save_checkpoint` of the directory ``run_dir``."""
+    RunDir(run_dir).save_checkpoint(model, info, state, epoch, step)
+
+
+def latest_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
+    """:meth:`RunDir.checkpoint_pointer` of the directory ``run_dir``."""
+    return RunDir(run_dir).checkpoint_pointer()
+
+
+def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:meth:`RunDir.load_checkpoint` of the directory ``run_dir``."""
+    return RunDir(run_dir).load_checkpoint()

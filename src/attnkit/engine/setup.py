@@ -1,0 +1,291 @@
+"""Building a run from its config: every part, each from the ones before it.
+
+    device, processes -> run directory (new, or resumed: its checkpoint) -> data sets and their information
+    -> student -> teacher -> decisions (loss terms, precision, memory format) -> layer pairs, objective
+    -> loaders in the decided memory format -> optimiser, schedule -> wrapping (SyncBN, DDP, torch.compile)
+    -> the state to start from
+
+:func:`build_run` returns a :class:`Run` holding all of it; :class:`~attnkit.engine.trainer.Trainer` trains it.
+Each decision is made once, here, before any loader exists, and recorded in run.json (:class:`RunInfo`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import functional as AF
+from ..features import LayerPair, pair_layers
+from ..models import create_model, is_model, list_models
+from ..validation import suggest
+from .checkpoint import check_state_dict, library_versions, restore_rng_state
+from .config import ConfigError, RunConfig
+from .data_setup import DataSource, build_loaders, load_data
+from .memory_format import Source, choose_channels_last
+from .objective import Objective
+from .optim import build_optimizer, build_scheduler
+from .resume import check_resumable
+from .rundir import RunDir, RunInfo, load_model, load_run_info
+from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
+from .terms import TermPlan, plan_terms
+
+__all__ = ["Decisions", "Run", "StartState", "build_run"]
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What the run decided from its config, its device and its model, once, before the loaders were built."""
+
+    terms: TermPlan  # the loss terms that are on and what each step computes for them
+    amp_dtype: torch.dtype | None  # autocast dtype (None = plain fp32)
+    channels_last: bool  # memory format of the models and of every batch the loaders emit
+    channels_last_source: Source  # set | cuda | cached | measured | checkpoint (see .memory_format)
+
+    @property
+    def precision(self) -> str:
+        """float32, bfloat16 or float16."""
+        return str(self.amp_dtype or torch.float32).removeprefix("torch.")
+
+
+@dataclass
+class StartState:
+    """Where training starts: the beginning, or a resumed run's checkpoint."""
+
+    epoch: int = 0  # first epoch to run (0-based)
+    step: int = 0  # first step of that epoch
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "top1": -1.0})  # best evaluation so far
+    elapsed: float = 0.0  # training seconds so far
+    partial_sums: dict[str, float] = field(default_factory=dict)  # running sums of an interrupted epoch
+
+
+@dataclass
+class Run:
+    """Everything a training run is made of (see :func:`build_run`)."""
+
+    config: RunConfig  # the settings; config.out is where the run directory is
+    resume: bool  # continues the newest checkpoint in run_dir
+    device: torch.device  # where the models and batches live
+    dist: Distributed  # this process's rank among the run's processes
+    run_dir: RunDir  # where the run writes
+    decisions: Decisions  # loss terms, precision, memory format
+    info: RunInfo  # data, model and decisions, as written to run.json and into every weights file
+    model: nn.Module  # the student, unwrapped (checkpointed, evaluated, hooked)
+    teacher: nn.Module | None  # the frozen teacher in eval mode, None when no term learns from one
+    objective: Objective  # the loss; its parameters (F-ActT adapters) are trained with the model
+    train_loader: Any  # len() steps per epoch, epoch_batches(epoch, start) -> (images, labels)
+    test_loader: Any
+    optimizer: torch.optim.Optimizer  # over trainable_parameters()
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped once per step
+    train_model: nn.Module  # the model as the step calls it (SyncBN, DDP and/or torch.compile wrapped)
+    train_teacher: nn.Module | None  # the teacher as the step calls it (compiled with the model)
+    start: StartState  # where training starts
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's mixed-precision context (nothing for fp32)."""
+        return autocast(self.device, self.decisions.amp_dtype)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The student's parameters, then the objective's."""
+        return [*self.model.parameters(), *self.objective.parameters()]
+
+
+def build_run(
+    config: RunConfig,
+    resume: bool = False,
+    *,
+    model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+    train_loader: Any = None,
+    test_loader: Any = None,
+) -> Run:
+    """Build every part of a run from ``config`` (or continue the checkpoint in ``config.out`` with ``resume``).
+
+    Args:
+        config: the run's settings.
+        resume: continue the newest checkpoint of the run directory ``config.out``; ``config`` must agree with
+            its config.yaml except for resume-neutral settings (:mod:`.resume`).
+        model: any ``nn.Module`` student instead of ``config.model`` (its weights are trained in place).
+        teacher: any frozen ``nn.Module`` teacher instead of loading ``config.distill.teacher``.
+        train_loader, test_loader: loaders instead of ``config.data`` (both or neither): ``len(loader)`` and
+            ``loader.epoch_batches(epoch, start)``, with an ``info`` dict or the ``data`` set they read.
+    """
+    device = resolve_device(config.device)
+    dist = Distributed.from_environment(device)
+    run_dir = RunDir(config.out)
+    plan = plan_terms(config.distill)
+    _check_names(config, plan, model, teacher)
+    saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
+    seed_everything(config.seed)
+    data = load_data(config, dist, train_loader, test_loader)
+    student = (model if model is not None else _create_model(config, data.info)).to(device)
+    teacher = _teacher(config, plan, teacher, data.info, device)
+    decisions = _decide(config, plan, device, dist, student, model is not None, data.info, saved, run_dir)
+    fmt = torch.channels_last if decisions.channels_last else torch.contiguous_format
+    student = student.to(memory_format=fmt)
+    teacher = teacher.to(memory_format=fmt) if teacher is not None else None
+    run_autocast = functools.partial(autocast, device, decisions.amp_dtype)
+    pairs = _layer_pairs(config, plan, student, teacher, data.info, device)
+    objective = Objective(plan, student, teacher, pairs, run_autocast).to(device)
+    train_batches, test_batches = build_loaders(data, config, device, dist, decisions.channels_last)
+    optimizer = build_optimizer(config.optim, [*student.parameters(), *objective.parameters()])
+    scheduler = build_scheduler(optimizer, config.optim, len(train_batches))
+    train_model, train_teacher = _wrap(config, device, dist, student, teacher)
+    info = _run_info(config, data, student, model is not None, decisions)
+    start = _restore(saved, run_dir, student, optimizer, scheduler, objective, dist) if saved else StartState()
+    return Run(config, resume, device, dist, run_dir, decisions, info, student, teacher, objective,
+               train_batches, test_batches, optimizer, scheduler, train_model, train_teacher, start)
+
+
+def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, teacher: nn.Module | None) -> None:
+    """Fail fast, before any data is read, on names that cannot work."""
+    name, d = config.model.name, config.distill
+    if model is None and not is_model(name):
+        raise ConfigError("model.name", f"unknown model {name!r}; {suggest(name, list_models(), fallback='see `attnkit models`')}")
+    if teacher is None and plan.needs_teacher:
+        if d.teacher is None:
+            raise ConfigError("distill.teacher", "a teacher run directory or weights file is needed for the transfer terms")
+        if not Path(d.teacher).exists():
+            raise ConfigError("distill.teacher", f"no teacher checkpoint at {d.teacher} (train one with `attnkit train`)")
+
+
+def _check_new_run(run_dir: RunDir) -> None:
+    """A new run needs a directory that holds none."""
+    if run_dir.holds_run():
+        raise ConfigError("out", f"{run_dir.path} already holds a run; continue it with `attnkit resume {run_dir.path}` "
+                                 "or choose another out=")
+
+
+def _resume_point(run_dir: RunDir, config: RunConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(weights, training state) of the newest checkpoint, after checking that ``config`` is the run's own."""
+    check_resumable(run_dir, config)
+    return run_dir.load_checkpoint()
+
+
+def _create_model(config: RunConfig, data_info: dict[str, Any]) -> nn.Module:
+    m = config.model
+    try:
+        return create_model(m.name, num_classes=data_info["num_classes"], in_chans=data_info["in_chans"], **m.kwargs)
+    except TypeError as err:
+        raise ConfigError("model.kwargs", str(err)) from None
+
+
+def _teacher(config: RunConfig, plan: TermPlan, given: nn.Module | None, data_info: dict[str, Any],
+             device: torch.device) -> nn.Module | None:
+    """The frozen teacher (given, or loaded and checked against this run's images), if a term needs one."""
+    if not plan.needs_teacher:
+        return None
+    teacher = given.to(device) if given is not None else _load_teacher(config, data_info, device)
+    return teacher.eval().requires_grad_(False)
+
+
+def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.device) -> nn.Module:
+    d = config.distill
+    try:
+        teacher = load_model(d.teacher, device, model_name=d.teacher_model)
+        teacher_info = load_run_info(d.teacher)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
+    if getattr(teacher, "num_classes", None) != data_info["num_classes"]:
+        raise ConfigError("distill.teacher", f"teacher predicts {teacher.num_classes} classes but the data has {data_info['num_classes']}")
+    for key in ("in_chans", "input_size", "mean", "std"):
+        if teacher_info.get(key) is not None and teacher_info[key] != data_info[key]:
+            raise ConfigError("distill.teacher", f"the teacher was trained on images with {key} {teacher_info[key]} "
+                                                 f"({teacher_info.get('dataset')}), this run's have {data_info[key]} "
+                                                 f"({data_info['dataset']}); a teacher must see the student's images")
+    return teacher
+
+
+def _decide(
+    config: RunConfig, plan: TermPlan, device: torch.device, dist: Distributed, student: nn.Module, custom: bool,
+    data_info: dict[str, Any], saved: tuple[dict, dict] | None, run_dir: RunDir,
+) -> Decisions:
+    """Precision and memory format; a resumed run keeps those it started with (the same arithmetic, the same bits)."""
+    state = saved[1] if saved else {}
+    if "precision" in state:
+        amp_dtype = resolve_precision({"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[state["precision"]], device)
+    else:
+        amp_dtype = resolve_precision(config.precision, device)
+    if "channels_last" in state:
+        source = run_dir.info().channels_last_source or "checkpoint"
+        return Decisions(plan, amp_dtype, bool(state["channels_last"]), source)
+
+    def probe_step(model: nn.Module, x: Tensor) -> None:
+        # A step of the kind this run takes: plain, or double backprop (where channels_last measured 2x slower).
+        with autocast(device, amp_dtype):
+            if plan.student_input_gradient:
+                grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
+                loss = logits.float().sum() + grad.float().pow(2).sum()
+            else:
+                loss = model(x).float().sum()
+        loss.backward()
+
+    identity = {"model": f"{type(student).__module__}.{type(student).__qualname__}" if custom else config.model.name,
+                "model_kwargs": {} if custom else config.model.kwargs,
+                "precision": str(amp_dtype or torch.float32), "step": plan.step_kind}
+    choice = None
+    if dist.is_main:  # one rank decides (measuring at most once per machine and model); the others follow
+        choice = choose_channels_last(config.channels_last, device, student, data_info["input_size"],
+                                      config.data.batch_size, probe_step, identity)
+    channels_last, source = dist.broadcast_object(choice)
+    return Decisions(plan, amp_dtype, bool(channels_last), source)
+
+
+def _layer_pairs(config: RunConfig, plan: TermPlan, student: nn.Module, teacher: nn.Module | None,
+                 data_info: dict[str, Any], device: torch.device) -> list[LayerPair]:
+    """Student/teacher layer pairs for the terms that compare features (``distill.layers`` or by resolution)."""
+    if not plan.uses_features:
+        return []
+    example = torch.zeros(1, *data_info["input_size"], device=device)
+    layers = config.distill.layers
+    mapping = dict(pair.split(":") for pair in layers) if layers else None
+    try:
+        return pair_layers(student, teacher, example, mapping)
+    except (KeyError, ValueError) as err:
+        raise ConfigError("distill.layers", err.args[0]) from None
+
+
+def _wrap(config: RunConfig, device: torch.device, dist: Distributed, model: nn.Module,
+          teacher: nn.Module | None) -> tuple[nn.Module, nn.Module | None]:
+    """The model and teacher as the step calls them: SyncBN and DDP across processes, torch.compile if asked."""
+    if dist.enabled and config.sync_bn:
+        if device.type != "cuda":
+            raise ConfigError("sync_bn", "SyncBatchNorm needs CUDA devices; drop sync_bn for CPU runs")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist.enabled:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        model = torch.compile(model, backend=config.compile_backend)
+        if teacher is not None:  # inference only; its feature hooks are traced with it
+            teacher = torch.compile(teacher, backend=config.compile_backend)
+    return model, teacher
+
+
+def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: bool, decisions: Decisions) -> RunInfo:
+    # A model passed in by the caller is not in the registry: record its class, not a name to rebuild it by.
+    return RunInfo.from_dict({
+        **data.info, "model": None if custom else config.model.name, "model_class": type(model).__qualname__,
+        "model_kwargs": config.model.kwargs, "versions": library_versions(), "precision": decisions.precision,
+        "channels_last": decisions.channels_last, "channels_last_source": decisions.channels_last_source,
+    })
+
+
+def _restore(saved: tuple[dict[str, Tensor], dict[str, Any]], run_dir: RunDir, model: nn.Module,
+             optimizer: torch.optim.Optimizer, scheduler: Any, objective: Objective, dist: Distributed) -> StartState:
+    """Load a checkpoint into the built run (weights, optimiser, schedule, objective, RNG); where to start."""
+    weights, state = saved
+    check_state_dict(model, weights, str(run_dir.path))
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    objective.load_state_dict(Objective.upgrade_state(state["objective"]))
+    restore_rng_state(state["rng"])
+    # The partial epoch's sums are over all ranks: rank 0 carries them, the others start from zero.
+    partial = dict(state["partial_sums"]) if dist.is_main else {}
+    return StartState(state["epoch"], state["step"], dict(state["best"]), float(state["elapsed"]), partial)
