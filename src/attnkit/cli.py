@@ -61,6 +61,17 @@ def _resume(args: argparse.Namespace) -> None:
     train(_resume_config(args.run, None, args.items), resume=True)
 
 
+def _config(args: argparse.Namespace) -> None:
+    from .engine import config_from_dict
+    from .engine.config_doc import describe_config
+    from .recipes import apply_overrides
+
+    recipe, overrides = _recipe_and_overrides(args.items)
+    config = config_from_dict(apply_overrides(recipe or {}, overrides))
+    given = " ".join(args.items) or "the defaults"
+    print(describe_config(config, header=f"attnkit config {given}\n(a valid recipe: save it and run `attnkit train FILE`)"), end="")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .engine.evaluation import evaluate_run
 
@@ -174,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run", metavar="RUN_DIR", help="the run directory")
     resume.add_argument("items", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/data progress=false")
     resume.set_defaults(func=_resume)
+
+    config = commands.add_parser(
+        "config", help="print a resolved config as YAML, each key with what it means",
+        description="Print the config a recipe and overrides resolve to (no arguments: the defaults) as a YAML recipe, "
+                    "every key followed by its meaning, e.g. `attnkit config cifar10/wrn_16_2 optim.lr=0.05`.")
+    config.add_argument("items", nargs="*", metavar="RECIPE|KEY=VALUE", help=recipe_help)
+    config.set_defaults(func=_config)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's weights on its (or another) test set")
     evaluate.add_argument("run", help="run directory or .safetensors file written by attnkit")

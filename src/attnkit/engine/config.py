@@ -31,6 +31,8 @@ from typing import Any, Literal
 # they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
 from ..recipes import ConfigError, apply_overrides, load_recipe
 
+from ..data.folder import Channels
+from ..data.folder_setup import Normalization
 from ..data.loader import PadMode
 from ..functional.attention import Reduction
 from ..functional.transfer import Mode
@@ -54,7 +56,7 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    name: str = "wrn_16_1"  # registered model (see `attnkit models`)
+    name: str = "wrn_16_1"  # registered model (`attnkit models`) or package.module:callable, torchvision:NAME, timm:NAME
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments, e.g. {dropout: 0.3}
 
 
@@ -69,8 +71,12 @@ class DataConfig:
     flip: bool | None = None  # horizontal flips; None = the data set's default (off for digits)
     pad: int = 4  # padding of the random crop, in pixels
     pad_mode: PadMode = "reflect"  # reflect (the attention-transfer code) | symmetric | zeros
-    image_size: int = 224  # folder data sets: training crop / evaluation centre-crop size
-    workers: int = 4  # folder data sets: DataLoader worker processes
+    image_size: int = 224  # folders: side of the square images the model sees
+    channels: Channels = "auto"  # folders: 1 (grey) | 3 (RGB) | auto (1 when every training image is grey)
+    normalization: Normalization = "measured"  # folders: mean/std measured on the training split | imagenet
+    val_fraction: float | None = None  # folders without val/: share of each class held out for testing (null: 0.1)
+    memory_budget_mb: float = 1024  # folders: decoded once into device memory if they fit in this many MiB (0: stream)
+    workers: int = 4  # folders: decoding processes (DataLoader workers)
     train_limit: int | None = None  # train on a fixed random subset of N images, the same for every seed (quick runs)
     test_limit: int | None = None  # evaluate on a fixed random subset of N test images
 
@@ -92,9 +98,10 @@ class OptimConfig:
 
 @dataclass
 class DistillConfig:
-    teacher: str | None = None  # teacher run directory or .safetensors file (required for `attnkit distill`)
-    teacher_model: str | None = None  # teacher architecture when `teacher` is a bare weights file without metadata
-    layers: list[str] | None = None  # "student_path:teacher_path" pairs; None = pair by resolution (feature_info)
+    teacher: str | None = None  # teacher run directory, .safetensors file or PyTorch .pt/.pth state dict
+    teacher_model: str | None = None  # teacher architecture (as model.name) when `teacher` is a file without attnkit metadata
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments of teacher_model, e.g. {depth: 16}
+    layers: list[str] | None = None  # "student_path:teacher_path" pairs; None = pair by resolution (feature_info, else traced)
     at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
     at_p: float = 2.0  # exponent of the attention function F_sum^p
     at_mode: Mode = "code"  # code (published numbers) | paper (beta/2 * p-norm)
@@ -124,9 +131,9 @@ class DistillConfig:
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the network trained (the student when distilling)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the images: data set, batches, augmentation
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser and learning-rate schedule
+    distill: DistillConfig = field(default_factory=DistillConfig)  # the teacher and the distillation terms
     out: str = "runs/run"  # run directory: config, checkpoints, metrics, final weights
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
@@ -256,6 +263,13 @@ def validate(config: RunConfig) -> None:
     for key in ("train_limit", "test_limit"):
         limit = getattr(d, key)
         _require(limit is None or limit >= 1, f"data.{key}", f"must be >= 1 or null, got {limit}")
+    _require(d.image_size >= 1, "data.image_size", f"must be >= 1, got {d.image_size}")
+    _require(d.val_fraction is None or 0 < d.val_fraction < 1, "data.val_fraction",
+             f"must be in (0, 1) or null, got {d.val_fraction}")
+    _require(d.memory_budget_mb >= 0, "data.memory_budget_mb", f"must be >= 0, got {d.memory_budget_mb}")
+    for key, default in (("channels", "auto"), ("normalization", "measured"), ("val_fraction", None)):
+        _require(d.name == "folder" or getattr(d, key) == default, f"data.{key}",
+                 f"applies to data.name=folder only (data set {d.name!r} has its own); drop it")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _require(o.epochs >= 1, "optim.epochs", f"must be >= 1, got {o.epochs}")
     _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
