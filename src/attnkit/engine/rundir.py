@@ -205,8 +205,8 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
                      in_chans: int | None = None, model_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     state, info = read_weights_file(file)
     if not info and model_name is None:
-        raise ValueError(f"{file} carries no attnkit metadata; say which architecture it is (model_name=..., "
-                         "distill.teacher_model=... for a teacher)")
+        raise ValueError(f"{file} carries no attnkit metadata; name its architecture (distill.teacher_model=NAME for "
+                         "a teacher, model_name=NAME in Python)")
     name = info.get("model") or model_name
     if name is None:
         raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that attnkit cannot rebuild; "
