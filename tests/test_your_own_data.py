@@ -1,0 +1,97 @@
+"""Your own images and models, end to end from the command line (each command a fresh process): a folder of
+generated PNGs of mixed modes trains, evaluates, distils (from a run and from a PyTorch state dict), is explained
+and reported; models named by spec (a torchvision look-alike) are rebuilt by eval and resume; the Python API
+takes any nn.Module pair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from attnkit.engine import RunConfig, RunDir, load_model, train
+from attnkit.engine.evaluation import evaluate_run
+from helpers import run_cli, toy_cnn, write_image_folder
+
+FAKES = Path(__file__).parent / "fakes"  # a torchvision.models look-alike (torchvision cannot be imported here)
+SMALL = ["data.name=folder", "data.image_size=24", "data.batch_size=8", "data.workers=0", "optim.epochs=1",
+         "progress=false", "tensorboard=false"]
+
+
+def test_a_folder_run_records_how_it_read_the_images(folder_run, image_folder):
+    info, config = RunDir(folder_run).info(), RunDir(folder_run).config()
+    assert (info.dataset, info.classes, info.in_chans, info.input_size) == ("folder", ["east", "north", "south"], 3,
+                                                                           [3, 24, 24])
+    assert config.data.root == str(image_folder) and info.folder["layout"] == "split folders"
+    assert info.folder["in_memory"] and info.folder["channels"] == 3  # mixed modes: some images are colour
+    assert info.folder["normalization"] == "measured on 36 of 36 training images" and info.folder["images"] == 36
+    assert len(RunDir(folder_run).metrics()) == 2
+
+
+def test_eval_of_a_folder_run(folder_run):
+    done = run_cli("eval", folder_run, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["data"] == "folder" and result["count"] == 12  # the val/ split, 4 a class
+    assert result == {**evaluate_run(folder_run, device="cpu"), "run": str(folder_run)}
+
+
+def test_distil_from_a_pytorch_state_dict(folder_run, tmp_path):
+    teacher = load_model(folder_run)
+    wrapped = {"epoch": 2, "state_dict": {f"module.{k}": v for k, v in teacher.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "teacher.pth")
+    done = run_cli("distill", *SMALL, f"data.root={RunDir(folder_run).config().data.root}", "model.name=wrn",
+                   "model.kwargs={depth: 10, width: 0.5}", f"distill.teacher={tmp_path / 'teacher.pth'}",
+                   "distill.teacher_model=wrn", "distill.teacher_kwargs={depth: 10, width: 0.5}",
+                   "distill.at_beta=1000", "distill.kd_alpha=0.5", f"out={tmp_path / 'student'}")
+    assert done.returncode == 0, done.stderr
+    summary = RunDir(tmp_path / "student").summary()
+    assert summary["teacher"] == str(tmp_path / "teacher.pth") and summary["last"]["count"] == 12
+    refused = run_cli("distill", *SMALL, f"data.root={RunDir(folder_run).config().data.root}",
+                      f"distill.teacher={tmp_path / 'teacher.pth'}", "distill.at_beta=1000", f"out={tmp_path / 's2'}")
+    assert refused.returncode == 2 and "distill.teacher" in refused.stderr and "distill.teacher_model=NAME" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_and_resume(tmp_path):
+    root = write_image_folder(tmp_path / "grey", {"": 6}, sizes=(16, 24))  # one tree: 10% of each class held out
+    for path in root.rglob("*.png"):  # every image grey: a 1-channel run, unless asked for RGB
+        from PIL import Image
+
+        Image.open(path).convert("L").save(path)
+    refused = run_cli("train", *SMALL, f"data.root={root}", "model.name=torchvision:resnet18", f"out={tmp_path / 'x'}",
+                      pythonpath=(FAKES,))
+    assert refused.returncode == 2 and "takes no in_chans argument" in refused.stderr and "data.channels=3" in refused.stderr
+    out = tmp_path / "tv"
+    trained = run_cli("train", *SMALL, f"data.root={root}", "data.channels=3", "model.name=torchvision:resnet18",
+                      "data.image_size=32", f"out={out}", pythonpath=(FAKES,))
+    assert trained.returncode == 0, trained.stderr
+    info = RunDir(out).info()
+    assert (info.model, info.in_chans, info.folder["layout"], info.folder["val_fraction"]) == (
+        "torchvision:resnet18", 3, "one tree", 0.1)
+    evaluated = run_cli("eval", out, "--device", "cpu", pythonpath=(FAKES,))
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["count"] == 3  # one held out a class
+    resumed = run_cli("resume", out, pythonpath=(FAKES,))
+    assert resumed.returncode == 0, resumed.stderr
+    lost = run_cli("eval", out, "--device", "cpu")  # without the package on the path: one line naming the module
+    assert lost.returncode == 2 and "torchvision" in lost.stderr and len(lost.stderr.strip().splitlines()) == 1
+
+
+def test_python_api_takes_any_module_pair(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", {"train": 6, "val": 2}, sizes=(16, 20))
+    for path in root.rglob("*.png"):  # grey images: a 1-channel run
+        from PIL import Image
+
+        Image.open(path).convert("L").save(path)
+    config = RunConfig(out=str(tmp_path / "run"), progress=False, tensorboard=False)
+    config.data.name, config.data.root, config.data.image_size, config.data.workers = "folder", str(root), 16, 0
+    config.data.batch_size, config.optim.epochs = 6, 1
+    config.distill.at_beta, config.distill.kd_alpha = 1000.0, 0.5
+    student = toy_cnn((4, 8), in_chans=1, num_classes=3)
+    teacher = toy_cnn((8, 16), convs_per_stage=2, in_chans=1, num_classes=3).eval()
+    before = [p.clone() for p in teacher.parameters()]
+    summary = train(config, model=student, teacher=teacher)
+    assert summary["model"] == "Sequential" and summary["teacher"] == "Sequential" and summary["last"]["count"] == 6
+    assert RunDir(config.out).info().in_chans == 1 and RunDir(config.out).info().model is None
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher stays frozen
