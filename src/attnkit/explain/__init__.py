@@ -43,7 +43,7 @@ import difflib
 
 from torch import nn
 
-from ._base import AttentionMethod, check_images
+from ._base import AttentionMethod, Target, check_images
 from .activation import ActivationMap
 from .cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .captum_methods import GuidedBackprop, IntegratedGradients, SmoothGrad
@@ -72,6 +72,7 @@ __all__ = [
     "Saliency",
     "ScoreCAM",
     "SmoothGrad",
+    "Target",
     "XGradCAM",
     "check_images",
     "create_method",
