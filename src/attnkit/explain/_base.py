@@ -192,6 +192,8 @@ class AttentionMethod:
                 result = compute(chunk, chunk_target)
                 result = result if keep_graph else _detach(result)
                 results.append(_resize(result, size) if upsample else result)
+        if len(results) == 1:  # one chunk: no copy
+            return results[0]
         if isinstance(results[0], dict):
             return {name: torch.cat([r[name] for r in results]) for name in results[0]}
         return torch.cat(results)
@@ -208,12 +210,16 @@ class AttentionMethod:
             yield images[start : start + step], chunk_target
 
     def _resolve_target(self, images: Tensor, target: Tensor | int | ScoreFunction | None) -> Tensor:
+        return resolve_target(self.model, images, self._class_target(target))
+
+    def _class_target(self, target: Tensor | int | ScoreFunction | None) -> Tensor | int | None:
+        """``target`` unchanged, unless it is a function: this method needs class indices."""
         if _is_score_function(target):
             raise TypeError(
                 f"{type(self).__name__} needs class indices as target (None, an int or one per image), "
                 "not a function of the logits"
             )
-        return resolve_target(self.model, images, target)
+        return target
 
 
 def check_logits(logits: object) -> Tensor:

@@ -100,19 +100,26 @@ def smoothing_views(height: int, width: int) -> list[_View]:
 
 
 @contextmanager
-def record_layers(model: nn.Module, paths: list[str]) -> Iterator[dict[str, Tensor]]:
+def record_layers(model: nn.Module, paths: list[str], graph_from_layers: bool = False) -> Iterator[dict[str, Tensor]]:
     """Record the outputs of the modules at ``paths`` during the block's forward passes, in the autograd graph.
 
     A layer whose output does not require grad (a frozen part of the model, and images without grad) gets a
-    graph of its own: its output is replaced by a copy that does, so d score / d output always exists. Hooks
-    are removed on exit, also after an error.
+    graph of its own: its output is replaced by a copy that does, so d score / d output always exists.
+
+    ``graph_from_layers=True`` (maps that are not differentiated further): the block's forward runs without
+    autograd up to the first recorded layer, whose hook switches it on, so the layers before it record no graph
+    (less time and memory than captum's layer methods, which record it all). Grad mode and hooks are restored
+    on exit, also after an error.
     """
     outputs: dict[str, Tensor] = {}
+    grad_mode = torch.is_grad_enabled()
 
     def hook(path: str):
         def record(module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
             if not isinstance(output, Tensor):
                 raise TypeError(f"module {path!r} ({type(module).__name__}) returned {type(output).__name__}, not a tensor")
+            if graph_from_layers:
+                torch.set_grad_enabled(True)  # from here on: the graph from this layer to the score
             if torch.is_grad_enabled() and not output.requires_grad:
                 output = output.detach().requires_grad_(True).clone()  # not a leaf: in-place ops after it work
                 outputs[path] = output
@@ -126,8 +133,10 @@ def record_layers(model: nn.Module, paths: list[str]) -> Iterator[dict[str, Tens
     try:
         for path in paths:
             handles.append(resolve_module(model, path).register_forward_hook(hook(path)))
-        yield outputs
+        with torch.set_grad_enabled(not graph_from_layers and grad_mode):
+            yield outputs
     finally:
+        torch.set_grad_enabled(grad_mode)
         for handle in handles:
             handle.remove()
 

@@ -72,7 +72,8 @@ class _GradientCAM(CAMMethod):
     def _weighted_activations(self, images: Tensor, target: Any, repeats: int, create_graph: bool) -> list[Tensor]:
         paths = self._paths(images)
         with torch.enable_grad():  # also when the caller is under no_grad: the method needs dS/dA
-            with record_layers(self.model, paths) as outputs:
+            # Differentiable maps need the graph through the whole model; plain maps only from the layer on.
+            with record_layers(self.model, paths, graph_from_layers=not create_graph) as outputs:
                 logits = check_logits(self.model(images))  # (V B, K)
             missing = [p for p in paths if p not in outputs]
             if missing:

@@ -144,7 +144,7 @@ class AblationCAM(_ChannelScoreCAM):
             for start in range(0, channels.numel(), self.batch_size):
                 chosen = channels[start : start + self.batch_size]
                 copies = activations[i].expand(chosen.numel(), -1, -1, -1).clone()  # (n, C, h, w)
-                copies[torch.arange(chosen.numel()), chosen] = 0
+                copies[torch.arange(chosen.numel(), device=chosen.device), chosen] = 0
                 out = self._from_layer(module, images[i : i + 1], copies, reuse_prefix)
                 ablated[i, chosen] = _row_scores(out, rows, arange[i].expand(chosen.numel())).to(ablated.dtype)
         scale = torch.where(original != 0, original.abs(), torch.ones_like(original))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..features import FeatureCapture, resolve_module
 from ..functional._checks import check_features
-from ._base import AttentionMethod, layer_paths, require_contract
+from ._base import AttentionMethod, bind_target, layer_paths, require_contract
 from ._captum import captum_attr, captum_forward
 
 __all__ = ["CAM", "Occlusion", "Saliency"]
@@ -40,6 +40,7 @@ class CAM(AttentionMethod):
     """
 
     name = "cam"
+    scores_own_forward = True  # the classes come from the same forward pass as the features
 
     def __init__(
         self, model: nn.Module, layer: str | nn.Module | None = None, classifier: str | nn.Module | None = None,
@@ -55,7 +56,7 @@ class CAM(AttentionMethod):
                     "(head_is_gap_linear = False); use gradcam or hirescam, which work for any head"
                 )
             fix = "pass layer='feature map path' and classifier='linear layer path'"
-            require_contract(model, ("forward_features", "get_classifier"), "CAM", fix)
+            require_contract(model, ("forward_features", "forward_head", "get_classifier"), "CAM", fix)
         else:
             (layer,), (classifier,) = layer_paths(model, layer), layer_paths(model, classifier)
         self.layer, self.classifier, self.relu = layer, classifier, relu
@@ -64,27 +65,30 @@ class CAM(AttentionMethod):
     def layer_name(self) -> str:
         return FEATURES_LAYER if self.layer is None else self.layer
 
-    def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
+    def _attribute(self, images: Tensor, target) -> Tensor:
+        target = self._class_target(target)
         with torch.no_grad():
-            features, linear = self._features_and_classifier(images)
+            features, linear, logits = self._features_classifier_logits(images)
         check_features(features, f"the output of layer {self.layer_name!r}")
         if not isinstance(linear, nn.Linear) or linear.in_features != features.shape[1]:
             raise ValueError(
                 f"CAM needs an nn.Linear classifier reading the {features.shape[1]} pooled channels of "
                 f"{self.layer_name!r}, got {linear}; pass the matching layer= and classifier="
             )
-        weights = linear.weight[target].to(features.dtype)  # (B, C): w_{t_b, k}
+        classes = bind_target(target, logits)  # (B,): None -> the predictions of this very forward pass
+        weights = linear.weight[classes].to(features.dtype)  # (B, C): w_{t_b, k}
         maps = torch.einsum("bc,bchw->bhw", weights, features)  # (B, C, h, w) -> (B, h, w)
         return maps.clamp_min(0) if self.relu else maps
 
-    def _features_and_classifier(self, images: Tensor) -> tuple[Tensor, nn.Module]:
+    def _features_classifier_logits(self, images: Tensor) -> tuple[Tensor, nn.Module, Tensor]:
         if self.layer is None:
-            return self.model.forward_features(images), self.model.get_classifier()
+            features = self.model.forward_features(images)
+            return features, self.model.get_classifier(), self.model.forward_head(features)
         capture = FeatureCapture(self.model, [self.layer], detach=True)
         with capture:
-            self.model(images)
+            logits = self.model(images)
         (features,) = capture.ordered()
-        return features, resolve_module(self.model, self.classifier)
+        return features, resolve_module(self.model, self.classifier), logits
 
 
 class Saliency(AttentionMethod):
