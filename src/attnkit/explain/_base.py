@@ -24,6 +24,7 @@ Every method is a class bound to a model (and layer) in its constructor, with on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar, TypeVar
@@ -129,10 +130,12 @@ def _per_image_targets(target: Target, batch: int) -> Tensor | int | ScoreFuncti
 class AttentionMethod:
     """Base class: ``Method(model, ...).attribute(images, target=None, upsample=True) -> (B, H, W)``.
 
-    Subclasses set ``name`` (the registry name), ``uses_target`` and implement ``_attribute(images, target)``
-    on one chunk: (b, C, H, W) images and (b,) int64 targets (``None`` when ``uses_target`` is False) ->
-    (b, h, w) raw maps. Layer paths are resolved on every call, so :meth:`with_model` can rebind a method to
-    a copy of the model (the randomisation sanity check does).
+    Subclasses set ``name`` (the registry name), ``uses_target``, ``scores_own_forward`` and implement
+    ``_attribute(images, target)`` on one chunk: (b, C, H, W) images and the target (``None`` when
+    ``uses_target`` is False; as given, a (b,) slice where per image, with ``scores_own_forward``, which then
+    resolves it with :func:`bind_target` / :func:`target_scores` on the logits of its own forward pass; else
+    (b,) int64 classes) -> (b, h, w) raw maps. Layer paths are resolved on every call, so :meth:`with_model`
+    can rebind a method to a copy of the model (the randomisation sanity check does).
     """
 
     name: ClassVar[str] = ""
@@ -153,7 +156,8 @@ class AttentionMethod:
 
         Args:
             images: normalised input batch, as the model was trained on.
-            target: None (predicted class), one int, or one class per image.
+            target: None (predicted class), one int, one class per image, or a function of the (B, K) logits
+                returning the (B,) scores to explain.
             upsample: resize to the input's H x W (bilinear); False keeps the method's own resolution.
             batch_size: compute in chunks of this many images (same result, less memory).
         """
@@ -185,7 +189,7 @@ class AttentionMethod:
         size = (int(images.shape[-2]), int(images.shape[-1]))
         targets = _per_image_targets(target, images.shape[0]) if self.uses_target else None
         results = []
-        with eval_mode(self.model):
+        with _evaluating(self.model):
             for chunk, chunk_target in self._chunks(images, targets, batch_size):
                 if self.uses_target and not self.scores_own_forward:
                     chunk_target = self._resolve_target(chunk, chunk_target)
@@ -220,6 +224,12 @@ class AttentionMethod:
                 "not a function of the logits"
             )
         return target
+
+
+def _evaluating(model: nn.Module) -> contextlib.AbstractContextManager:
+    """:func:`attnkit.features.eval_mode`, skipped when every module is in eval mode already (the usual case for
+    a trained model: saves flipping and restoring each module's flag, ~0.25 ms for a WRN-16-2 on every call)."""
+    return eval_mode(model) if any(module.training for module in model.modules()) else contextlib.nullcontext()
 
 
 def check_logits(logits: object) -> Tensor:
