@@ -12,7 +12,10 @@
   ``download=True`` fetches them (checksummed, resumable) from the official servers or from a mirror
   (``mirror=`` or ``$ATTNKIT_DATA_MIRROR``, laid out as ``MIRROR/NAME/FILE``).
 * :class:`DeviceLoader` (whole set on the device, batched augmentation), :class:`FolderLoader` (streaming
-  with Pillow) and :func:`make_loader`; both give ``len(loader)`` and ``loader.epoch_batches(epoch, start)``.
+  with Pillow) and :func:`make_loader`; both give ``len(loader)`` and ``loader.epoch_batches(epoch, start)``,
+  normalised by :class:`Normalizer`.
+* :func:`read_images` (image files at a model's input size) and :func:`dataset_images` (evenly spaced test
+  images with labels and boxes), as ``attnkit maps`` and the report show them.
 
 >>> train = load_dataset("mnist5k", "train")
 >>> loader = make_loader(train, batch_size=100, train=True, seed=0)
@@ -28,11 +31,13 @@ from ._download import MIRROR_ENV, ChecksumError, DownloadError, UnsafeArchiveEr
 from .cluttered import load_cluttered_mnist
 from .folder import ImageFolderData, load_image_folder
 from .folder_setup import decode_folder, measure_normalization, prepare_folder
+from .images import IMAGE_SUFFIXES, LoadedImages, Normalizer, dataset_images, evenly_spaced, image_files, read_images
 from .loader import DeviceLoader, FolderLoader, crop_flip, make_loader
 from .pixels import decode_image
 
 __all__ = [
     "DATA_ENV",
+    "IMAGE_SUFFIXES",
     "MIRROR_ENV",
     "ChecksumError",
     "DataSet",
@@ -41,12 +46,17 @@ __all__ = [
     "FolderLoader",
     "ImageFolderData",
     "ImageTensors",
+    "LoadedImages",
+    "Normalizer",
     "UnsafeArchiveError",
     "crop_flip",
     "data_root",
+    "dataset_images",
     "decode_folder",
     "decode_image",
+    "evenly_spaced",
     "fixed_subset",
+    "image_files",
     "list_datasets",
     "load_cluttered_mnist",
     "load_dataset",
@@ -54,5 +64,6 @@ __all__ = [
     "make_loader",
     "measure_normalization",
     "prepare_folder",
+    "read_images",
     "register_dataset",
 ]

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from .checkpoint import atomic_write, check_state_dict, load_weights, save_weights, write_json, write_yaml
 from ..recipes import load_recipe
+from .checkpoint import atomic_write, check_state_dict, load_weights, save_weights, write_json, write_yaml
 from .config import RunConfig, config_from_dict, config_to_dict
 from .run_log import read_metrics
 from .state_files import TORCH_SUFFIXES, clean_state_dict, load_torch_state_dict
