@@ -37,21 +37,37 @@ def test_eval_of_a_folder_run(folder_run):
     assert result == {**evaluate_run(folder_run, device="cpu"), "run": str(folder_run)}
 
 
-def test_distil_from_a_pytorch_state_dict(folder_run, tmp_path):
-    teacher = load_model(folder_run)
-    wrapped = {"epoch": 2, "state_dict": {f"module.{k}": v for k, v in teacher.state_dict().items()}}
-    torch.save(wrapped, tmp_path / "teacher.pth")
-    done = run_cli("distill", *SMALL, f"data.root={RunDir(folder_run).config().data.root}", "model.name=wrn",
-                   "model.kwargs={depth: 10, width: 0.5}", f"distill.teacher={tmp_path / 'teacher.pth'}",
-                   "distill.teacher_model=wrn", "distill.teacher_kwargs={depth: 10, width: 0.5}",
-                   "distill.at_beta=1000", "distill.kd_alpha=0.5", f"out={tmp_path / 'student'}")
+def test_maps_of_a_folder_run_on_its_class_folders_and_its_test_split(folder_run, image_folder, tmp_path):
+    done = run_cli("maps", "--checkpoint", folder_run, "--images", image_folder / "val", "--target", "label",
+                   "--method", "gradcam,activation", "--no-sanity", "--no-faithfulness", "--out", tmp_path / "files")
     assert done.returncode == 0, done.stderr
-    summary = RunDir(tmp_path / "student").summary()
-    assert summary["teacher"] == str(tmp_path / "teacher.pth") and summary["last"]["count"] == 12
+    saved = json.loads((tmp_path / "files" / "metrics.json").read_text())
+    assert saved["target"] == "label" and len(saved["source"]["images"]) == 12  # every class folder walked
+    assert saved["source"]["images"][:2] == ["east/east_0.png", "east/east_1.png"]
+    assert set(saved["metrics"]["teacher"]) == {"gradcam", "activation"}
+    done = run_cli("maps", "--checkpoint", folder_run, "--data", "folder", "--num-images", "6", "--method", "gradcam",
+                   "--no-sanity", "--no-faithfulness", "--out", tmp_path / "split")
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert saved["target"] == "label" and saved["images"] == 6 and saved["source"] == {"data": "folder"}
+
+
+def test_report_of_a_folder_run_shows_its_maps(folder_run, tmp_path):
+    done = run_cli("report", folder_run, "--out", tmp_path / "report", "--images", "6")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "No attention maps" not in page and ": the maps of every method" in page
+    assert page.count("data:image/png;base64,") >= 2  # the curves and the maps
+
+
+def test_a_teacher_file_without_its_architecture_is_one_line(folder_run, tmp_path):
+    teacher = load_model(folder_run)
+    torch.save({"epoch": 2, "state_dict": {f"module.{k}": v for k, v in teacher.state_dict().items()}},
+               tmp_path / "teacher.pth")
     refused = run_cli("distill", *SMALL, f"data.root={RunDir(folder_run).config().data.root}",
-                      f"distill.teacher={tmp_path / 'teacher.pth'}", "distill.at_beta=1000", f"out={tmp_path / 's2'}")
-    assert refused.returncode == 2 and "distill.teacher" in refused.stderr and "distill.teacher_model=NAME" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
+                      f"distill.teacher={tmp_path / 'teacher.pth'}", "distill.at_beta=1000", f"out={tmp_path / 's'}")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "distill.teacher" in refused.stderr and "distill.teacher_model=NAME" in refused.stderr
 
 
 def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_and_resume(tmp_path):

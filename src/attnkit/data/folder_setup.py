@@ -24,6 +24,7 @@ built-in CIFAR-10 does.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ __all__ = ["STATS_IMAGES", "Normalization", "decode_folder", "measure_normalizat
 Normalization = Literal["measured", "imagenet"]  # a folder's mean/std: its own training split's, or ImageNet's
 STATS_IMAGES = 1000  # the normalisation is measured on at most this many training images, spread evenly
 _DECODE_BATCH = 64
+_WORKER_MIN_BATCHES = 4  # fewer batches than this decode in the calling process
 
 
 def decode_folder(data: ImageFolderData, size: int, workers: int = 0) -> ImageFolderData:
@@ -110,6 +112,8 @@ def _decode(data: ImageFolderData, index: Sequence[int], size: int, workers: int
     dataset = DecodedFolder(data, size, augment=False, flip=False, seed=0, crop_fraction=1.0)
     keys = [(int(i), 0, position) for position, i in enumerate(index)]
     batches = [keys[start:start + _DECODE_BATCH] for start in range(0, len(keys), _DECODE_BATCH)]
+    # Starting a worker costs more than decoding a few batches of small images; never more workers than cores.
+    workers = 0 if len(batches) < _WORKER_MIN_BATCHES else min(workers, os.cpu_count() or 1)
     pixels = torch.empty(len(keys), size, size, data.channels, dtype=torch.uint8)  # (N, S, S, C)
     done = 0
     for images, _ in torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers):
