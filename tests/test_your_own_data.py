@@ -25,15 +25,16 @@ def test_a_folder_run_records_how_it_read_the_images(folder_run, image_folder):
                                                                            [3, 24, 24])
     assert config.data.root == str(image_folder) and info.folder["layout"] == "split folders"
     assert info.folder["in_memory"] and info.folder["channels"] == 3  # mixed modes: some images are colour
-    assert info.folder["normalization"] == "measured on 36 of 36 training images" and info.folder["images"] == 36
-    assert len(RunDir(folder_run).metrics()) == 2
+    # measured on the whole training split, before train_limit: runs on subsets of one folder share it
+    assert info.folder["normalization"] == "measured on 36 of 36 training images" and info.folder["images"] == 30
+    assert len(RunDir(folder_run).metrics()) == 2 and RunDir(folder_run).summary()["last"]["count"] == 9
 
 
 def test_eval_of_a_folder_run(folder_run):
     done = run_cli("eval", folder_run, "--device", "cpu")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["data"] == "folder" and result["count"] == 12  # the val/ split, 4 a class
+    assert result["data"] == "folder" and result["count"] == 12  # the whole val/ split, 4 a class
     assert result == {**evaluate_run(folder_run, device="cpu"), "run": str(folder_run)}
 
 
@@ -81,13 +82,15 @@ def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_and_resume(tmp_path):
     assert refused.returncode == 2 and "takes no in_chans argument" in refused.stderr and "data.channels=3" in refused.stderr
     out = tmp_path / "tv"
     trained = run_cli("train", *SMALL, f"data.root={root}", "data.channels=3", "model.name=torchvision:resnet18",
-                      "data.image_size=32", f"out={out}", pythonpath=(FAKES,))
+                      "data.image_size=32", "data.memory_budget_mb=0", f"out={out}", pythonpath=(FAKES,))
     assert trained.returncode == 0, trained.stderr
     info = RunDir(out).info()
-    assert (info.model, info.in_chans, info.folder["layout"], info.folder["val_fraction"]) == (
-        "torchvision:resnet18", 3, "one tree", 0.1)
+    assert (info.model, info.in_chans, info.folder["layout"], info.folder["val_fraction"], info.folder["in_memory"]) == (
+        "torchvision:resnet18", 3, "one tree", 0.1, False)  # streamed: the budget is 0
     evaluated = run_cli("eval", out, "--device", "cpu", pythonpath=(FAKES,))
     assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["count"] == 3  # one held out a class
+    # eval reads the images as training's evaluation did (the record: streamed, 0.875 centre crop, normalisation)
+    assert json.loads(evaluated.stdout)["loss"] == RunDir(out).summary()["last"]["loss"]
     resumed = run_cli("resume", out, pythonpath=(FAKES,))
     assert resumed.returncode == 0, resumed.stderr
     lost = run_cli("eval", out, "--device", "cpu")  # without the package on the path: one line naming the module
