@@ -6,6 +6,7 @@ takes any nn.Module pair."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -71,7 +72,7 @@ def test_a_teacher_file_without_its_architecture_is_one_line(folder_run, tmp_pat
     assert "distill.teacher" in refused.stderr and "distill.teacher_model=NAME" in refused.stderr
 
 
-def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_and_resume(tmp_path):
+def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_resume_and_as_a_teacher(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "grey", {"": 6}, sizes=(16, 24))  # one tree: 10% of each class held out
     for path in root.rglob("*.png"):  # every image grey: a 1-channel run, unless asked for RGB
         from PIL import Image
@@ -93,6 +94,16 @@ def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_and_resume(tmp_path):
     assert json.loads(evaluated.stdout)["loss"] == RunDir(out).summary()["last"]["loss"]
     resumed = run_cli("resume", out, pythonpath=(FAKES,))
     assert resumed.returncode == 0, resumed.stderr
+    # The run as a teacher: rebuilt from its spec; layers of models without feature_info paired by module path.
+    monkeypatch.syspath_prepend(str(FAKES))
+    config = RunDir(out).config()
+    config.out, config.distill.teacher, config.distill.at_beta = str(tmp_path / "student"), str(out), 1000.0
+    config.distill.layers = ["1:layer1", "4:layer2"]
+    summary = train(config, model=toy_cnn((4, 8), num_classes=3))
+    assert summary["teacher"] == str(out) and summary["last"]["count"] == 3
+    assert RunDir(tmp_path / "student").metrics()[0]["train"]["at"] > 0
+    for name in ("torchvision", "torchvision.models"):
+        sys.modules.pop(name, None)
     lost = run_cli("eval", out, "--device", "cpu")  # without the package on the path: one line naming the module
     assert lost.returncode == 2 and "torchvision" in lost.stderr and len(lost.stderr.strip().splitlines()) == 1
 
