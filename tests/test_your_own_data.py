@@ -9,10 +9,15 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from PIL import Image
 
-from attnkit.engine import RunConfig, RunDir, load_model, train
+from attnkit.data import load_dataset
+from attnkit.engine import RunConfig, RunDir, load_model, save_weights, train
+from attnkit.engine.data_setup import data_info
 from attnkit.engine.evaluation import evaluate_run
+from attnkit.models import create_model
 from helpers import run_cli, toy_cnn, write_image_folder
 
 FAKES = Path(__file__).parent / "fakes"  # a torchvision.models look-alike (torchvision cannot be imported here)
@@ -75,8 +80,6 @@ def test_a_teacher_file_without_its_architecture_is_one_line(folder_run, tmp_pat
 def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_resume_and_as_a_teacher(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "grey", {"": 6}, sizes=(16, 24))  # one tree: 10% of each class held out
     for path in root.rglob("*.png"):  # every image grey: a 1-channel run, unless asked for RGB
-        from PIL import Image
-
         Image.open(path).convert("L").save(path)
     refused = run_cli("train", *SMALL, f"data.root={root}", "model.name=torchvision:resnet18", f"out={tmp_path / 'x'}",
                       pythonpath=(FAKES,))
@@ -111,8 +114,6 @@ def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_resume_and_as_a_teacher(
 def test_python_api_takes_any_module_pair(tmp_path):
     root = write_image_folder(tmp_path / "imgs", {"train": 6, "val": 2}, sizes=(16, 20))
     for path in root.rglob("*.png"):  # grey images: a 1-channel run
-        from PIL import Image
-
         Image.open(path).convert("L").save(path)
     config = RunConfig(out=str(tmp_path / "run"), progress=False, tensorboard=False)
     config.data.name, config.data.root, config.data.image_size, config.data.workers = "folder", str(root), 16, 0
@@ -125,3 +126,20 @@ def test_python_api_takes_any_module_pair(tmp_path):
     assert summary["model"] == "Sequential" and summary["teacher"] == "Sequential" and summary["last"]["count"] == 6
     assert RunDir(config.out).info().in_chans == 1 and RunDir(config.out).info().model is None
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher stays frozen
+
+
+def test_a_png_export_of_a_data_set_evaluates_as_the_data_set(tmp_path):
+    """A model trained on mnist5k, evaluated on its test split written out as grey PNGs in class folders, gives the
+    same numbers: the folder is read with the model's channels and normalisation, decoded into memory unchanged."""
+    test = load_dataset("mnist5k", "test")
+    for split, count in (("train", 1), ("val", None)):
+        for i, (image, label) in enumerate(zip(test.images[:count], test.labels[:count])):
+            folder = tmp_path / "digits" / split / test.classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(folder / f"{i:04d}.png")
+    info = {"model": "wrn", "model_kwargs": {"depth": 10, "width": 0.5}, **data_info(test, "mnist5k")}
+    save_weights(create_model("wrn", num_classes=10, in_chans=1, depth=10, width=0.5), tmp_path / "run" / "model.safetensors", info)
+    own = evaluate_run(tmp_path / "run", device="cpu")
+    exported = evaluate_run(tmp_path / "run", data="folder", root=str(tmp_path / "digits"), device="cpu")
+    assert exported["count"] == own["count"] == 1000 and exported["top1"] == own["top1"]
+    assert exported["loss"] == pytest.approx(own["loss"], rel=1e-6)

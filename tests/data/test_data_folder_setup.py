@@ -104,3 +104,4 @@ def test_a_folder_of_cifar_sized_pngs_trains_as_the_same_images_in_memory(tmp_pa
     assert len(ours) == 2
     for (x, y), (x_ref, y_ref) in zip(ours, reference, strict=True):
         assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+

@@ -82,9 +82,10 @@ def prepare_folder(
     limits, recorded = dict(limits or {}), dict(recorded or {})
     channels = recorded.get("channels", channels)
     val_fraction = recorded.get("val_fraction", val_fraction)
-    listed = {split: load_image_folder(root, split, val_fraction=val_fraction, channels=channels) for split in splits}
-    channels = next(iter(listed.values())).channels
-    listed = {split: dataclasses.replace(data, channels=channels) for split, data in listed.items()}
+    listed: dict[str, ImageFolderData] = {}
+    for split in splits:  # the first split listed decides "auto" channels (the training split, when listed)
+        listed[split] = load_image_folder(root, split, val_fraction=val_fraction, channels=channels)
+        channels = listed[split].channels
     if "mean" in recorded:
         mean, std, how = tuple(recorded["mean"]), tuple(recorded["std"]), recorded.get("normalization", "recorded")
     elif normalization == "imagenet":

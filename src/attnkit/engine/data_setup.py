@@ -137,8 +137,8 @@ def _folder_splits(config: RunConfig, splits: tuple[str, ...], limits: dict[str,
     if d.root is None:
         raise ConfigError("data.root", "data.name=folder needs data.root=DIR, a folder of class sub-folders of images")
     if recorded is not None:  # a trained model's images: its folder's decisions, or at least its channels and normalisation
-        recorded = {**(recorded.get("folder") or {}), "channels": recorded["in_chans"], "mean": recorded["mean"],
-                    "std": recorded["std"]}
+        decisions = recorded.get("folder") if recorded.get("dataset") == "folder" else None
+        recorded = {**(decisions or {}), "channels": recorded["in_chans"], "mean": recorded["mean"], "std": recorded["std"]}
     try:
         return prepare_folder(d.root, splits, d.image_size, val_fraction=d.val_fraction, channels=d.channels,
                               normalization=d.normalization, memory_budget_mb=d.memory_budget_mb, workers=d.workers,

@@ -29,7 +29,6 @@ def evaluate_run(
     if not info:
         raise ValueError(f"{path} carries no attnkit metadata (classes, normalisation); evaluate a run directory or "
                          "a weights file written by attnkit")
-    own_data = data is None or data == info.get("dataset")
     config.data.name = data or info.get("dataset") or config.data.name
     config.data.root = root or config.data.root
     config.data.eval_batch_size, config.data.test_limit = batch_size, None
@@ -38,7 +37,7 @@ def evaluate_run(
         config.data.image_size = input_size[-1]
     dev = resolve_device(device)
     model = load_model(path, dev, weights)
-    (test,) = load_splits(config, Distributed(), ("test",), recorded=info if own_data else None)
+    (test,) = load_splits(config, Distributed(), ("test",), recorded=info)  # folders: read as the model expects
     test_loader = make_split_loader(test, config, dev, Distributed(), train=False)
     test_info = data_info(test, config.data.name, config.data.image_size)
     if test_info["num_classes"] != info["num_classes"]:
