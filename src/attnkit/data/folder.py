@@ -1,7 +1,8 @@
 """Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``), decoded with Pillow while streaming.
 
 Class names are the sorted sub-folder names; images are the files under each (recursively, sorted) whose
-extension Pillow commonly reads. If ``ROOT`` has a ``train`` sub-folder it is taken to hold split folders:
+extension Pillow commonly reads. Links to directories are followed (a class folder may be, or hold, a link to
+images elsewhere) and each real directory is listed once, so a link loop ends and no file is listed twice. If ``ROOT`` has a ``train`` sub-folder it is taken to hold split folders:
 ``ROOT/train`` for ``split="train"`` and ``ROOT/test`` (or ``ROOT/val``, as in ImageNet) for ``"test"``;
 otherwise ``ROOT`` itself is the class directory for either split.
 
@@ -94,12 +95,7 @@ def load_image_folder(
         raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
     samples = []
     for label, name in enumerate(classes):
-        files = sorted(
-            Path(folder) / f
-            for folder, _, names in os.walk(directory / name, followlinks=True)
-            for f in names
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = _image_files(directory / name)
         if not files:
             raise FileNotFoundError(
                 f"class folder {directory / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -107,6 +103,27 @@ def load_image_folder(
             )
         samples += [(f, label) for f in files]
     return ImageFolderData(directory, samples, classes, tuple(mean), tuple(std))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The files under ``folder`` with an image extension, sorted; links to directories are followed, but each
+    real directory (device, inode) is read once: a link loop (``CLASS/loop -> ..``) neither hangs nor repeats."""
+    files: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    pending = [folder]
+    while pending:
+        directory = pending.pop()
+        status = directory.stat()  # follows links; an unreadable folder is an error naming it
+        if (status.st_dev, status.st_ino) in visited:
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir():  # True for links to directories too
+                    pending.append(Path(entry.path))
+                elif entry.name.lower().endswith(IMAGE_EXTENSIONS):  # broken links included: decoding names them
+                    files.append(Path(entry.path))
+    return sorted(files)
 
 
 def _split_directory(root: Path, split: str) -> Path:
@@ -134,7 +151,7 @@ def load_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except Exception as err:  # Pillow's decoders raise many types on broken or hostile files; all mean "bad file"
         raise ValueError(f"cannot decode image {path}: {err}") from err
 
 
