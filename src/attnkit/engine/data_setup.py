@@ -122,7 +122,9 @@ def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...]) -
     except KeyError as err:
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
-        raise ConfigError("data.root", f"{err.args[0] if err.args else err}; pass data.download=true to fetch it") from None
+        message = str(err.args[0] if err.args else err)
+        hint = "; pass data.download=true to fetch it" if "download=True" in message else ""  # not for folders
+        raise ConfigError("data.root", message + hint) from None
 
 
 def make_split_loader(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,9 +104,11 @@ class RunDir:
 
     def config_values(self) -> dict[str, Any]:
         """config.yaml as a nested dict, its ``out`` set to where the directory is now."""
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"no run directory at {self.path}")
         if not self.file(self.CONFIG).is_file():
-            raise FileNotFoundError(f"{self.path} is not an attnkit run directory (no {self.CONFIG}); a run stopped "
-                                    "before writing it never started: start it again with its train command")
+            raise FileNotFoundError(f"{self.path} is not an attnkit run directory (no {self.CONFIG}); if a run was "
+                                    "stopped before writing it, start it again with its train command")
         return {**load_recipe(self.file(self.CONFIG)), "out": str(self.path)}
 
     def config(self) -> RunConfig:
@@ -238,12 +241,17 @@ def _load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; checkpoint.json names it, so the run directory was edited")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says what matters
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:  # permission denied, I/O error: the OS's message names the file
         raise
     except Exception as err:  # UnpicklingError (code refused), RuntimeError (truncated zip), EOFError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a readable attnkit training checkpoint ({first}); only tensors, numbers "
+        # torch wraps the refusal in advice (load with weights_only=False: run the file's code); keep the refusal
+        lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.strip().startswith(
+            ("Weights only load failed", "Please file an issue", "Check the documentation"))]
+        reason = lines[0] if lines else type(err).__name__
+        raise ValueError(f"{path} is not a readable attnkit training checkpoint ({reason}); only tensors, numbers "
                          "and containers of them are loaded, never pickled code") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not an attnkit training checkpoint (it holds a {type(state).__name__})")
