@@ -1,0 +1,157 @@
+"""Diverged runs, torn metrics, YAML bombs and a really full disk: what a run leaves behind stays usable."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from cli_forks import Command, run_commands
+from safetensors.torch import load_file
+from torch import nn
+
+from attnkit.cli import main
+from attnkit.engine import ConfigError, Trainer, load_recipe
+from attnkit.engine.checkpoint import write_yaml
+from attnkit.engine.run_log import read_metrics
+
+TINY = ["data.name=mnist5k", "data.train_limit=128", "data.test_limit=32", "data.batch_size=32", "model.name=wrn",
+        "model.kwargs={depth: 10, width: 0.5}", "optim.epochs=2", "checkpoint_every_steps=2", "progress=false",
+        "channels_last=false", "tensorboard=false"]
+
+
+def _strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_never_writes_a_non_finite_checkpoint(tmp_path):
+    out = tmp_path / "diverged"
+    (train, last), = run_commands([[Command(["train", *TINY, "optim.lr=1e6", "checkpoint_every_steps=1", f"out={out}"]),
+                                    Command(["eval", out, "--weights", "last"])]])
+    lines = train.stderr.strip().splitlines()
+    assert train.returncode == 2 and len(lines) == 1 and "weights became NaN or inf" in lines[0], train.stderr[-2000:]
+    files = sorted(out.glob("*.safetensors"))
+    assert files  # the checkpoints written before the weights (here: batch-norm statistics) overflowed
+    for file in files:
+        assert all(bool(torch.isfinite(t).all()) for t in load_file(file).values()), file
+    assert last.returncode == 0, last.stderr[-2000:]
+    result = _strict_json(last.stdout)  # valid JSON: no NaN or Infinity tokens
+    assert result["loss"] is None and "not finite" in result["note"] or math.isfinite(result["loss"])
+
+
+def test_buffers_are_checked_before_a_checkpoint():
+    """Parameters finite, a batch-norm running variance inf: no checkpoint (the issue's diverged run)."""
+    trainer = Trainer.__new__(Trainer)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    trainer.run = SimpleNamespace(model=model, objective=nn.Module(), run_dir=SimpleNamespace(path="runs/x"))
+    trainer._check_weights_finite(0, 3)
+    model[1].running_var[1] = math.inf
+    with pytest.raises(FloatingPointError, match="weights became NaN or inf in epoch 1 by step 3"):
+        trainer._check_weights_finite(0, 3)
+
+
+def test_a_torn_last_metrics_line_breaks_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    (train,), = run_commands([[Command(["train", *TINY, f"out={out}"])]])
+    assert train.returncode == 0, train.stderr[-2000:]
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "lr": 0.1, "train": {"lo')  # killed (or out of space) while appending
+    assert [r["epoch"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
+    main(["report", str(out), "--no-maps", "--out", str(tmp_path / "report")])
+    main(["eval", str(out)])
+    assert _strict_json(capsys.readouterr().out.split("\n", 1)[1])["count"] == 1000
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_metrics_lines_that_are_not_records_name_the_file_and_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2, "lo\n{"epoch": 3}\n')
+    with pytest.raises(ValueError, match=f"{path} line 2 is not a JSON record .*delete that line"):
+        read_metrics(path)
+    path.write_text('{"epoch": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match="line 2 is not an epoch record"):
+        read_metrics(path)
+
+
+def test_yaml_aliases_are_refused_at_once_and_never_written(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    levels = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 30)]  # 10^30 strings
+    bomb.write_text("\n".join(levels) + "\nmodel: {kwargs: {x: *l29}}\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml is not valid YAML: found the alias \*l0; aliases are refused"):
+        load_recipe(bomb)
+    anchored = tmp_path / "anchored.yaml"
+    anchored.write_text("model: &m {name: wrn_16_1}\n")  # an anchor alone repeats nothing
+    assert load_recipe(anchored) == {"model": {"name": "wrn_16_1"}}
+    shared = [60, 120]
+    write_yaml(tmp_path / "config.yaml", {"optim": {"milestones": shared}, "other": {"milestones": shared}})
+    assert "*" not in (tmp_path / "config.yaml").read_text()  # PyYAML would write an alias for the shared list
+    assert load_recipe(tmp_path / "config.yaml")["other"] == {"milestones": [60, 120]}
+    with pytest.raises(ConfigError, match="python/name:os.system"):
+        load_recipe(_write(tmp_path / "tag.yaml", "x: !!python/name:os.system\n"))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# -- a really full disk: a small tmpfs (needs root; skipped otherwise) ----------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs mounted at tmp_path/disk, unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_during_a_run_is_one_line_and_the_run_resumes_elsewhere(small_disk, tmp_path):
+    out = small_disk / "run"
+    (train,), = run_commands([[Command(["train", *TINY, f"out={out}"])]])
+    lines = train.stderr.strip().splitlines()
+    assert train.returncode == 2 and len(lines) == 1, train.stderr[-2000:]
+    assert lines[0].startswith(f"attnkit train: error: No space left on device ({out}/") and "free some space" in lines[0]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # the failed write's temporary file is gone
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)  # the user makes room: here, by moving the run to a bigger disk
+    (resumed,), = run_commands([[Command(["resume", moved])]])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["epoch"] for r in read_metrics(moved / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_full_disk_during_extraction_says_the_disk_is_full(small_disk, tmp_path):
+    from attnkit.data._download import safe_extract_tar
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        payload = os.urandom(1 << 20)  # 1 MiB that does not compress: four times the disk
+        info = tarfile.TarInfo("data/big.bin")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    archive = tmp_path / "big.tar.gz"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(OSError, match="No space left on device while extracting big.tar.gz") as error:
+        safe_extract_tar(archive, small_disk / "data")
+    assert "damaged" not in str(error.value)
+    assert os.listdir(small_disk / "data") == []  # the staging folder is gone too
