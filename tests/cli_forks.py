@@ -24,12 +24,13 @@ HERE = Path(__file__).parent
 
 @dataclass
 class Result:
-    """What one command did: exit code (negative: killed by that signal), stdout, stderr, seconds it ran."""
+    """What one command did: exit code (negative: killed by that signal), stdout, stderr, seconds it ran, its PID."""
 
     returncode: int
     stdout: str
     stderr: str
     seconds: float
+    pid: int
 
 
 @dataclass
@@ -107,7 +108,8 @@ def _serve(jobs: list[list[dict]], workers: int) -> list[list[dict]]:
             job, out, err, started = running.pop(pid)
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             results[job].append({"returncode": code, "stdout": out.read_text(errors="replace"),
-                                 "stderr": err.read_text(errors="replace"), "seconds": time.perf_counter() - started})
+                                 "stderr": err.read_text(errors="replace"), "seconds": time.perf_counter() - started,
+                                 "pid": pid})
             if len(results[job]) < len(jobs[job]):
                 start(job)  # the job's next command, in a fresh child
     finally:

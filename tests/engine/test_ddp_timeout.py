@@ -36,8 +36,9 @@ def start_rank(rank: int, world_size: int, port: int, *args: str) -> subprocess.
 
 def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path):
     out, timeout = tmp_path / "run", 10
-    port = _free_port()
-    ranks = [start_rank(rank, 2, port, f"ddp_timeout={timeout}", f"out={out}") for rank in range(2)]
+    ranks = [start_rank(rank, 2, port, f"ddp_timeout={timeout}", f"out={out}") for port in [_free_port()] for rank in (0, 1)]
+    # Meanwhile, and as cheaply: a run whose second process never starts.
+    alone = start_rank(0, 2, _free_port(), "ddp_timeout=3", f"out={tmp_path / 'alone'}")
     try:
         deadline = time.monotonic() + 300
         while not (out / "metrics.jsonl").is_file():  # both ranks are training: an epoch is done
@@ -47,25 +48,21 @@ def test_a_stopped_rank_ends_the_run_within_the_timeout_naming_it(tmp_path):
         stopped = time.monotonic()
         _, err = ranks[0].communicate(timeout=timeout + 60)  # ends, instead of waiting 30 minutes (or forever)
         waited = time.monotonic() - stopped
+        _, alone_err = alone.communicate(timeout=120)
     finally:
         ranks[1].kill()  # SIGKILL ends a stopped process too
-        ranks[1].wait(timeout=60)
-        if ranks[0].poll() is None:
-            ranks[0].kill()
-            ranks[0].wait(timeout=60)
+        for process in (*ranks, alone):
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=60)
     lines = err.strip().splitlines()
     assert ranks[0].returncode == 2 and len(lines) == 1, err[-2000:]
     assert lines[0].startswith("attnkit train: error: rank 1 of 2 stopped answering") and "ddp_timeout=10 s" in lines[0]
     assert "Raise ddp_timeout" in lines[0]
     print(f"\nrank 0 ended {waited:.1f} s after rank 1 was stopped (ddp_timeout={timeout} s)")
     assert not (out / "model.safetensors").exists() and (out / "checkpoint.json").is_file()  # resumable
-
-
-def test_a_rank_that_never_joins(tmp_path):
-    alone = start_rank(0, 2, _free_port(), "ddp_timeout=3", f"out={tmp_path / 'run'}")
-    _, err = alone.communicate(timeout=120)
-    assert alone.returncode == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
-    assert "rank 0 of 2: not every process joined the run within ddp_timeout=3 s" in err
+    assert alone.returncode == 2 and len(alone_err.strip().splitlines()) == 1, alone_err[-2000:]
+    assert "rank 0 of 2: not every process joined the run within ddp_timeout=3 s" in alone_err
 
 
 def test_a_lost_peer_is_explained_and_other_errors_pass_through():

@@ -35,10 +35,42 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_a_diverged_run_never_writes_a_non_finite_checkpoint(tmp_path):
-    out = tmp_path / "diverged"
-    (train, last), = run_commands([[Command(["train", *TINY, "optim.lr=1e6", "checkpoint_every_steps=1", f"out={out}"]),
-                                    Command(["eval", out, "--weights", "last"])]])
+@pytest.fixture(scope="module")
+def small_disk(tmp_path_factory):
+    """A 256 KiB tmpfs, unmounted afterwards; None where it cannot be mounted (needs root)."""
+    disk = tmp_path_factory.mktemp("disk")
+    if os.geteuid() != 0:
+        yield None
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        yield None
+        return
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, small_disk):
+    """The command-line runs of this module, made at once (each a fresh process): name -> (out, results)."""
+    base = tmp_path_factory.mktemp("runs")
+    jobs = {
+        "diverged": [["train", *TINY, "optim.lr=1e6", "checkpoint_every_steps=1"], ["eval", "OUT", "--weights", "last"]],
+        "finished": [["train", *TINY]],
+    }
+    if small_disk is not None:
+        jobs["full disk"] = [["train", *TINY]]
+    outs = {name: (small_disk if name == "full disk" else base) / name.replace(" ", "_") for name in jobs}
+    commands = [[Command([str(outs[name]) if a == "OUT" else a for a in args]
+                         + ([f"out={outs[name]}"] if args[0] == "train" else [])) for args in job]
+                for name, job in jobs.items()]
+    return {name: (outs[name], results) for name, results in zip(jobs, run_commands(commands))}
+
+
+def test_a_diverged_run_never_writes_a_non_finite_checkpoint(runs):
+    out, (train, last) = runs["diverged"]
     lines = train.stderr.strip().splitlines()
     assert train.returncode == 2 and len(lines) == 1 and "weights became NaN or inf" in lines[0], train.stderr[-2000:]
     files = sorted(out.glob("*.safetensors"))
@@ -61,9 +93,8 @@ def test_buffers_are_checked_before_a_checkpoint():
         trainer._check_weights_finite(0, 3)
 
 
-def test_a_torn_last_metrics_line_breaks_nothing(tmp_path, capsys):
-    out = tmp_path / "run"
-    (train,), = run_commands([[Command(["train", *TINY, f"out={out}"])]])
+def test_a_torn_last_metrics_line_breaks_nothing(runs, tmp_path, capsys):
+    out, (train,) = runs["finished"]
     assert train.returncode == 0, train.stderr[-2000:]
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "lr": 0.1, "train": {"lo')  # killed (or out of space) while appending
@@ -110,39 +141,25 @@ def _write(path: Path, text: str) -> Path:
 # -- a really full disk: a small tmpfs (needs root; skipped otherwise) ----------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs mounted at tmp_path/disk, unmounted afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
+def test_a_full_disk_during_a_run_is_one_line_and_the_run_resumes_elsewhere(runs, tmp_path):
+    if "full disk" not in runs:
         pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def test_a_full_disk_during_a_run_is_one_line_and_the_run_resumes_elsewhere(small_disk, tmp_path):
-    out = small_disk / "run"
-    (train,), = run_commands([[Command(["train", *TINY, f"out={out}"])]])
+    out, (train,) = runs["full disk"]
     lines = train.stderr.strip().splitlines()
     assert train.returncode == 2 and len(lines) == 1, train.stderr[-2000:]
     assert lines[0].startswith(f"attnkit train: error: No space left on device ({out}/") and "free some space" in lines[0]
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # the failed write's temporary file is gone
     moved = tmp_path / "moved"
     shutil.copytree(out, moved)  # the user makes room: here, by moving the run to a bigger disk
-    (resumed,), = run_commands([[Command(["resume", moved])]])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    main(["resume", str(moved)])
     assert [r["epoch"] for r in read_metrics(moved / "metrics.jsonl")] == [1, 2]
 
 
 def test_a_full_disk_during_extraction_says_the_disk_is_full(small_disk, tmp_path):
     from attnkit.data._download import safe_extract_tar
 
+    if small_disk is None:
+        pytest.skip("mounting a tmpfs needs root")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         payload = os.urandom(1 << 20)  # 1 MiB that does not compress: four times the disk

@@ -8,48 +8,34 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from cli_forks import Command, run_commands
 
 from attnkit.cli import main
 from attnkit.engine import RunDir
 from attnkit.engine.run_lock import RunDirLocked, RunLock
 
-ARGS = ["data.name=mnist5k", "data.train_limit=256", "data.test_limit=32", "data.batch_size=32", "model.name=wrn",
-        "model.kwargs={depth: 10, width: 0.5}", "optim.epochs=3", "checkpoint_every_steps=2", "progress=false",
+ARGS = ["data.name=mnist5k", "data.train_limit=128", "data.test_limit=32", "data.batch_size=32", "model.name=wrn",
+        "model.kwargs={depth: 10, width: 0.5}", "optim.epochs=2", "checkpoint_every_steps=2", "progress=false",
         "channels_last=false", "tensorboard=false"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def test_two_runs_started_together_into_one_out(tmp_path):
     out = tmp_path / "run"
-    runs = [subprocess.Popen([sys.executable, "-m", "attnkit", "train", *ARGS, f"out={out}"], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 300
-        while all(run.poll() is None for run in runs):  # the refused one ends first, long before the other
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        refused = next(run for run in runs if run.poll() is not None)
-        holder = next(run for run in runs if run is not refused)
-        err = refused.communicate()[1]
-        assert refused.returncode == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
-        assert err.strip() == (f"attnkit train: error: out: {out} is in use by another attnkit run (PID {holder.pid}); "
-                               f"wait for it to end (`tail --pid={holder.pid} -f /dev/null`) or choose another out=")
-        while not (out / "checkpoint.json").is_file():  # the holder trains on; kill it in the middle
-            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()[1][-2000:]
-            time.sleep(0.02)
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
-    finally:
-        for run in runs:
-            if run.poll() is None:
-                run.kill()
-                run.wait(timeout=60)
+    # Two runs forked at the same moment; whichever takes the lock is SIGKILLed at its second checkpoint.
+    train = Command(["train", *ARGS, f"out={out}"], fault="before:checkpoint.json:2")
+    (first,), (second,) = run_commands([[train], [train]])
+    refused, holder = (first, second) if first.returncode == 2 else (second, first)
+    assert holder.returncode == -signal.SIGKILL, holder.stderr[-2000:]
+    assert refused.returncode == 2 and refused.stderr == (
+        f"attnkit train: error: out: {out} is in use by another attnkit run (PID {holder.pid}); wait for it to end "
+        f"(`tail --pid={holder.pid} -f /dev/null`) or choose another out=\n")
+    assert refused.seconds < holder.seconds  # refused at once, before any training
     main(["resume", str(out)])  # the killed holder's lock is gone with it: the run continues at once
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3]  # one run's records, not two interleaved
+    assert epochs == [1, 2]  # one run's records, not two interleaved
     assert (out / "model.safetensors").is_file()
     RunLock.acquire(out).release()  # a finished run lets go of its directory
 
