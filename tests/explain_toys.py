@@ -112,3 +112,55 @@ class ResidualAttentionStandIn(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_attention(x)[0]
+
+
+class LinearHeadNet(nn.Module):
+    """conv 3x3 stride 2 (2 -> 3 channels) -> ReLU ("act") -> flatten -> linear (27 -> 4), on 6x6 images.
+
+    The logits are linear in the layer's output A (3, 3, 3), so dS_c/dA = fc.weight[c].view(3, 3, 3) exactly and
+    varies with the position: the CAM variants all differ, and their references can read the gradient from the
+    weights. Channel 2's bias is -100: that channel is 0 on every image (a dead channel).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(7)
+        self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(27, 4)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(3, 2, 3, 3, generator=gen))
+            self.conv.bias.copy_(torch.tensor([0.5, -0.2, -100.0]))
+            self.fc.weight.copy_(torch.randn(4, 27, generator=gen))
+            self.fc.bias.copy_(torch.randn(4, generator=gen))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+class ConcatSkipNet(LinearHeadNet):
+    """LinearHeadNet whose head also reads the input pooled to the layer's size, concatenated on the channels:
+    the layers after "act" need the input's batch, so Ablation-CAM cannot reuse the prefix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(27 + 18, 4)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(4, 45, generator=torch.Generator().manual_seed(8)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.act(self.conv(x))  # (B, 3, 3, 3)
+        return self.fc(torch.cat([a, F.avg_pool2d(x, 2)], dim=1).flatten(1))
+
+
+class SmoothNet(nn.Module):
+    """conv -> softplus ("act", positive and smooth) -> conv -> softplus -> GAP -> linear, for float64 gradcheck."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act = nn.Conv2d(1, 2, 3, padding=1), nn.Softplus()
+        self.conv2, self.act2 = nn.Conv2d(2, 3, 3, padding=1), nn.Softplus()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.act2(self.conv2(self.act(self.conv1(x)))).pow(2).mean(dim=(2, 3)))

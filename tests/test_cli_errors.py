@@ -187,6 +187,8 @@ def build_cases(t: Path, run: Path) -> list[tuple[str, list[str], list[str]]]:
         ("resume that changes the run", ["resume", run, "optim.lr=0.5"], ["optim.lr", f"attnkit resume {run}"]),
         ("report of a run with a broken metrics line", ["report", c["metrics"], "--no-maps", "--out", t / "rep"],
          ["metrics.jsonl line 1"]),
+        ("maps of a decompression bomb", ["maps", "--checkpoint", run, "--images", t / "bomb.png", "--out", t / "m2"],
+         ["bomb.png", "decompression bomb"]),
         ("maps of a file that is no image", ["maps", "--checkpoint", run, "--images", t / "afile", "--out", t / "m1"],
          ["afile"]),
         ("no packaged recipe matches", ["recipes", "zzz*"], ["zzz*"]),

@@ -42,3 +42,20 @@ def test_own_recipe_example_starts_from_a_packaged_one(tmp_path):
     config = config_from_dict(load_recipe(tmp_path / "my_recipe.yaml"))
     assert (config.optim.epochs, config.optim.milestones, config.distill.at_beta) == (100, [60, 120, 160], 1000.0)
     assert (config.distill.teacher, config.out) == ("runs/my_teacher", "runs/my_student")
+
+
+def test_attention_maps_example_runs():
+    import torch
+
+    from attnkit.models import create_model
+
+    section = README[README.index("## Attention maps"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    torch.manual_seed(0)
+    model, student = create_model("wrn", depth=10, width=0.5).eval(), create_model("wrn", depth=10, width=0.5)
+    namespace: dict = {"model": model, "student": student, "images": torch.randn(4, 3, 16, 16),
+                       "labels": torch.tensor([0, 1, 2, 3]), "boxes": torch.tensor([[0, 0, 8, 8]] * 4)}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["maps"].shape == namespace["fused"].shape == (4, 16, 16)
+    assert set(namespace["summary"]["scorecam"]) >= {"pointing_game", "deletion", "road_lerf", "randomization_spearman"}
+    assert namespace["loss"].grad_fn is not None

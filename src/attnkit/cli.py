@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
@@ -31,8 +29,8 @@ def _recipe_and_overrides(items: Sequence[str]) -> tuple[dict | None, list[str]]
 
 def _train(args: argparse.Namespace) -> None:
     from .engine import ConfigError, config_from_dict, train
-    from .recipes import apply_overrides
     from .engine.terms import plan_terms
+    from .recipes import apply_overrides
 
     recipe, overrides = _recipe_and_overrides(args.items)
     if args.resume:  # the run's own config.yaml, wherever out= says the run directory now is
@@ -84,13 +82,15 @@ def _map_target(value: str) -> str | int:
 
 
 def _maps(args: argparse.Namespace) -> None:
-    from .explain.maps import explain_runs, format_metrics
+    from .explain.maps import format_metrics
+    from .report.maps import explain_runs
 
     methods = [name.strip() for name in args.method.split(",") if name.strip()]
     report = explain_runs(
         args.compare or [args.checkpoint], args.out, methods, images=args.images, data=args.data,
         count=args.num_images, root=args.root, labels=args.labels, weights=args.weights, device=args.device,
-        target=args.target, sanity=not args.no_sanity, max_rows=args.max_rows, batch_size=args.batch_size,
+        target=args.target, sanity=not args.no_sanity, faithful=not args.no_faithfulness, max_rows=args.max_rows,
+        batch_size=args.batch_size,
     )
     skipped: dict[tuple[str, str], list[str]] = {}  # (method, reason) -> models, so that each reason prints once
     for label, reasons in report.skipped.items():
@@ -99,7 +99,7 @@ def _maps(args: argparse.Namespace) -> None:
     for (method, reason), labels in skipped.items():
         print(f"skipped {method} for {', '.join(labels)}: {reason}")
     print(format_metrics(report.metrics))
-    print(f"wrote {len(report.figures)} figures and {report.metrics_path}")
+    print(f"wrote {len(report.paths())} figures and {report.metrics_path}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "maps", help="attention maps of trained runs: figures (PNG) and metrics (JSON)",
         description="Where a trained network looks: overlays of every chosen method's maps, by layer where a "
                     "method has several, runs side by side with --compare, and metrics.json (pointing game and "
-                    "energy in the box when the data has boxes, e.g. cluttered-mnist; model-randomisation check).",
+                    "energy in the box when the data has boxes, e.g. cluttered-mnist; faithfulness: deletion, "
+                    "insertion, average drop, increase in confidence, ROAD; model-randomisation check).",
     )
     runs = maps.add_mutually_exclusive_group(required=True)
     runs.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory (or .safetensors file) to explain")
@@ -219,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_argument("--max-rows", type=int, default=8, help="images shown per figure (metrics use all)")
     maps.add_argument("--batch-size", type=int, default=None, help="images per map computation (default: all at once)")
     maps.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation check (one more map per method)")
+    maps.add_argument("--no-faithfulness", action="store_true",
+                      help="skip the faithfulness metrics (about 60 forward passes per image and method)")
     maps.set_defaults(func=_maps)
 
     models = commands.add_parser(

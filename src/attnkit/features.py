@@ -207,7 +207,6 @@ def eval_no_grad(model: nn.Module) -> Iterator[None]:
         yield
 
 
-_eval_no_grad = eval_no_grad  # former private name, still imported by older code
 
 
 def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as AF
-from .functional.checks import check_pairs, check_weights
 from .functional.attention import Reduction
+from .functional.checks import check_pairs, check_weights
 from .functional.transfer import Mode
 
 __all__ = [

@@ -1,7 +1,10 @@
 """`attnkit maps` end to end, on run directories written by the engine's own save function."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from attnkit.cli import main
 from attnkit.data import load_dataset
 from attnkit.engine import save_weights
 from attnkit.engine.data_setup import data_info
+from attnkit.explain.metrics import FAITHFULNESS_KEYS
 from attnkit.explain.render import figure_size
 from attnkit.models import create_model
 
@@ -63,7 +67,7 @@ def test_maps_compare_runs_on_image_files(runs, tmp_path):
         Image.new("RGB", (40, 30), colour).save(folder / f"p{i}.png")  # read as grey, cropped and resized to 28x28
     out = tmp_path / "compare"
     main(["maps", "--compare", str(runs / "teacher"), str(runs / "student"), "--labels", "teacher", "student+AT",
-          "--images", str(folder), "--method", "cam,saliency", "--out", str(out), "--no-sanity"])
+          "--images", str(folder), "--method", "cam,saliency", "--out", str(out), "--no-sanity", "--no-faithfulness"])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["target"] == "predicted" and saved["source"] == {"images": ["p0.png", "p1.png"]}
     assert saved["metrics"]["student+AT"] == {"cam": {"images": 2}, "saliency": {"images": 2}}
@@ -77,9 +81,26 @@ def test_maps_scores_boxes_of_cluttered_mnist(tmp_path):
     _save_run(tmp_path / "run", "cluttered-mnist", seed=0)
     out = tmp_path / "maps"
     main(["maps", "--checkpoint", str(tmp_path / "run"), "--data", "cluttered-mnist", "--num-images", "2",
-          "--method", "gradcam", "--out", str(out), "--no-sanity", "--target", "3"])
+          "--method", "gradcam", "--out", str(out), "--no-sanity", "--no-faithfulness", "--target", "3"])
     scores = json.loads((out / "metrics.json").read_text())["metrics"]["run"]["gradcam"]
     assert set(scores) == {"images", "pointing_game", "energy_in_box"} and 0 <= scores["energy_in_box"] <= 1
+
+
+def test_maps_with_every_new_method_and_faithfulness_from_a_fresh_process(runs, tmp_path):
+    out = tmp_path / "new"
+    methods = "gradcam++,xgradcam,layercam,eigencam,scorecam,ablationcam,integrated_gradients,smoothgrad,guided_backprop"
+    done = subprocess.run(
+        [sys.executable, "-m", "attnkit", "maps", "--checkpoint", str(runs / "teacher"), "--data", "mnist5k",
+         "--num-images", "2", "--method", methods, "--out", str(out), "--no-sanity"],
+        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},  # no spinning threads
+    )
+    assert re.search(r"teacher  gradcam\+\+ +\d", done.stdout) and "road.morf-" in done.stdout
+    assert "wrote 1 figures" in done.stdout  # methods.png: none of these methods has layers of its own
+    saved = json.loads((out / "metrics.json").read_text())
+    assert list(saved["metrics"]["teacher"]) == methods.split(",")
+    for scores in saved["metrics"]["teacher"].values():
+        assert set(scores) == {"images", *FAITHFULNESS_KEYS}
+        assert all(0 <= scores[key] <= 1 for key in FAITHFULNESS_KEYS)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from attnkit.explain.metrics import FAITHFULNESS_KEYS
 from attnkit.explain.render import GridLayout, denormalize, figure_size, map_grid, save_figure, scale_to_unit
-from attnkit.explain.maps import explain_models, format_metrics, read_images
+from attnkit.explain.maps import explain_models, format_metrics
 from attnkit.models import create_model
 from explain_toys import LTPAStandIn
 
@@ -71,14 +72,18 @@ def test_explain_models_writes_figures_and_metrics(tmp_path):
     images, labels = torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 2])
     boxes = torch.tensor([[0, 0, 8, 8], [4, 4, 12, 12], [8, 8, 16, 16]])
     report = explain_models(
-        {"teacher": teacher, "student+AT": student}, images, ["gradcam", "activation", "model"], tmp_path,
+        {"teacher": teacher, "student+AT": student}, images, ["gradcam", "gradcam++", "activation", "model"], tmp_path,
         mean=MEAN, std=STD, labels=labels, classes=["a", "b", "c", "d"], boxes=boxes, target=labels, max_rows=2,
     )
-    names = sorted(str(p.relative_to(tmp_path)) for p in report.figures)
-    assert names == sorted([
-        "teacher/methods.png", "teacher/activation_layers.png", "student_AT/methods.png",
-        "student_AT/activation_layers.png", "compare_gradcam.png", "compare_activation.png",
-    ])
+    # Paths keyed by model label and kind (readers never rebuild file names); "gradcam++" files as "gradcampp".
+    assert {label: {kind: str(p.relative_to(tmp_path)) for kind, p in kinds.items()} for label, kinds in report.figures.items()} == {
+        "teacher": {"methods": "teacher/methods.png", "activation_layers": "teacher/activation_layers.png"},
+        "student+AT": {"methods": "student_AT/methods.png", "activation_layers": "student_AT/activation_layers.png"},
+    }
+    assert {m: p.name for m, p in report.comparisons.items()} == {
+        "gradcam": "compare_gradcam.png", "gradcam++": "compare_gradcampp.png", "activation": "compare_activation.png",
+    }
+    assert all(path.is_file() for path in report.paths()) and len(report.paths()) == 7
     with Image.open(tmp_path / "compare_gradcam.png") as png:  # rows: 2 images; columns: image, 2 models
         width, height = figure_size(2, 3, row_labels=True, title=True)
         assert png.size == (round(width * 100), round(height * 100))
@@ -86,31 +91,17 @@ def test_explain_models_writes_figures_and_metrics(tmp_path):
     assert saved["images"] == 3 and saved["target"] == [0, 1, 2]
     assert set(saved["metrics"]) == {"teacher", "student+AT"}
     scores = saved["metrics"]["student+AT"]["gradcam"]
-    assert set(scores) == {"images", "pointing_game", "energy_in_box", "randomization_spearman"}
+    assert set(scores) == {"images", "pointing_game", "energy_in_box", "randomization_spearman", *FAITHFULNESS_KEYS}
     assert 0 <= scores["energy_in_box"] <= 1 and scores["pointing_game"] in (0, 1 / 3, 2 / 3, 1)
     assert "no forward_with_attention" in saved["skipped"]["teacher"]["model"]
-    assert "student+AT" in format_metrics(report.metrics)
+    table = format_metrics(report.metrics)
+    assert "student+AT  gradcam++" in table and "road.lerf+" in table
 
 
 def test_explain_one_model_writes_into_out_dir_and_model_attention_by_level(tmp_path):
     report = explain_models({"ltpa": LTPAStandIn().eval()}, torch.randn(2, 3, 8, 8), ["model", "cam"], tmp_path,
-                            mean=MEAN, std=STD, sanity=False)
-    assert sorted(p.name for p in report.figures) == ["methods.png", "model_layers.png"]
+                            mean=MEAN, std=STD, sanity=False, faithful=False)
+    assert report.figures == {"ltpa": {"methods": tmp_path / "methods.png", "model_layers": tmp_path / "model_layers.png"}}
+    assert report.comparisons == {}
     assert "head_is_gap_linear = False" in report.skipped["ltpa"]["cam"]
     assert report.metrics == {"ltpa": {"model": {"images": 2}}}
-
-
-def test_read_images_crops_to_aspect_resizes_and_normalises(tmp_path):
-    Image.new("RGB", (40, 20), (255, 0, 51)).save(tmp_path / "wide.png")
-    Image.new("L", (10, 10), 102).save(tmp_path / "grey.png")
-    (tmp_path / "notes.txt").write_text("not an image")
-    loaded = read_images([tmp_path], (3, 8, 8), MEAN, STD)
-    assert loaded.names == ["grey.png", "wide.png"] and loaded.images.shape == (2, 3, 8, 8)
-    expected_wide = (torch.tensor([1.0, 0.0, 0.2]) - torch.tensor(MEAN)) / torch.tensor(STD)
-    torch.testing.assert_close(loaded.images[1, :, 4, 4], expected_wide)
-    torch.testing.assert_close(loaded.images[0, :, 0, 0], (0.4 - torch.tensor(MEAN)) / torch.tensor(STD))
-    grey = read_images([tmp_path / "wide.png"], (1, 4, 6), [0.0], [1.0]).images
-    assert grey.shape == (1, 1, 4, 6)
-    torch.testing.assert_close(grey, torch.full_like(grey, round(0.299 * 255 + 0.114 * 51) / 255), atol=1 / 255, rtol=0)
-    with pytest.raises(FileNotFoundError, match="no such image file"):
-        read_images([tmp_path / "missing.png"], (3, 8, 8), MEAN, STD)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import core, distill, loader
+from . import core, distill, explain, loader
 
 # suite name -> (run function, table columns, one-line description)
 SUITES: dict[str, tuple[Callable[..., list[dict]], list[tuple[str, str, str]], str]] = {
@@ -20,6 +20,7 @@ SUITES: dict[str, tuple[Callable[..., list[dict]], list[tuple[str, str, str]], s
     "distill": (distill.run, distill.COLUMNS, "WRN-16-2 -> WRN-16-1 AT+KD training step vs the official-code-style step"),
     "gradat": (distill.run_gradat, distill.GRADAT_COLUMNS, "gradient-based AT step vs its necessary parts"),
     "loader": (loader.run, loader.COLUMNS, "DeviceLoader vs a per-sample DataLoader pipeline, CIFAR-shaped, images/s"),
+    "explain": (explain.run, explain.COLUMNS, "attention-map methods, ms/image on WRN-16-2 at 32x32, vs captum and the K-forward floor"),
 }
 
 

@@ -9,7 +9,10 @@
   ``download=True`` fetches them (checksummed, resumable) from the official servers or from a mirror
   (``mirror=`` or ``$ATTNKIT_DATA_MIRROR``, laid out as ``MIRROR/NAME/FILE``).
 * :class:`DeviceLoader` (whole set on the device, batched augmentation), :class:`FolderLoader` (streaming
-  with Pillow) and :func:`make_loader`; both give ``len(loader)`` and ``loader.epoch_batches(epoch, start)``.
+  with Pillow) and :func:`make_loader`; both give ``len(loader)`` and ``loader.epoch_batches(epoch, start)``,
+  normalised by :class:`Normalizer`.
+* :func:`read_images` (image files at a model's input size) and :func:`dataset_images` (evenly spaced test
+  images with labels and boxes), as ``attnkit maps`` and the report show them.
 
 >>> train = load_dataset("mnist5k", "train")
 >>> loader = make_loader(train, batch_size=100, train=True, seed=0)
@@ -23,10 +26,12 @@ from ._dataset import DATA_ENV, DataSet, ImageTensors, data_root, list_datasets,
 from ._download import MIRROR_ENV, ChecksumError, DownloadError, UnsafeArchiveError
 from .cluttered import load_cluttered_mnist
 from .folder import ImageFolderData, load_image_folder
+from .images import IMAGE_SUFFIXES, LoadedImages, Normalizer, dataset_images, evenly_spaced, image_files, read_images
 from .loader import DeviceLoader, FolderLoader, crop_flip, make_loader
 
 __all__ = [
     "DATA_ENV",
+    "IMAGE_SUFFIXES",
     "MIRROR_ENV",
     "ChecksumError",
     "DataSet",
@@ -35,13 +40,19 @@ __all__ = [
     "FolderLoader",
     "ImageFolderData",
     "ImageTensors",
+    "LoadedImages",
+    "Normalizer",
     "UnsafeArchiveError",
     "crop_flip",
     "data_root",
+    "dataset_images",
+    "evenly_spaced",
+    "image_files",
     "list_datasets",
     "load_cluttered_mnist",
     "load_dataset",
     "load_image_folder",
     "make_loader",
+    "read_images",
     "register_dataset",
 ]

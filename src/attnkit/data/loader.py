@@ -33,6 +33,7 @@ from torch import Tensor
 from ..validation import check_choice, check_int, choices, is_int
 from ._dataset import ImageTensors
 from .folder import ImageFolderData, center_crop_image, load_image, random_resized_crop_image
+from .images import Normalizer
 
 __all__ = ["DIGIT_DATASETS", "PAD_MODES", "DeviceLoader", "FolderLoader", "PadMode", "crop_flip", "make_loader"]
 
@@ -108,20 +109,6 @@ def _check_common(batch_size: int, seed: int, rank: int, world_size: int, num_sa
             f"{source} has {num_samples} samples, fewer than batch_size {batch_size}: training drops the last "
             "partial batch and would have no step; use a smaller batch_size"
         )
-
-
-def _normalizer(mean, std, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift) with ``x * scale - shift == (x / 255 - mean) / std``, shaped (1, C, 1, 1)."""
-    mean = torch.tensor(mean, dtype=torch.float64)
-    std = torch.tensor(std, dtype=torch.float64)
-    scale, shift = 1.0 / (255.0 * std), mean / std
-    return (scale.float().view(1, -1, 1, 1).to(device), shift.float().view(1, -1, 1, 1).to(device))
-
-
-def _to_float(batch: Tensor, scale: Tensor, shift: Tensor, channels_last: bool) -> Tensor:
-    """(b, C, H, W) uint8 -> normalised float32 (``float()`` keeps the memory format, so reorder while 1 byte)."""
-    batch = batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return batch.float().mul_(scale).sub_(shift)
 
 
 def _steps(num_samples: int, batch_size: int, drop_last: bool) -> int:
@@ -209,7 +196,7 @@ class DeviceLoader:
         self.channels_last = channels_last
         self.images = data.images.to(self.device).contiguous()  # (N, C, H, W) uint8
         self.labels = data.labels.to(self.device)
-        self.scale, self.shift = _normalizer(data.mean, data.std, self.device)
+        self.normalize = Normalizer(data.mean, data.std, self.device)
 
     def __len__(self) -> int:
         return _steps(len(self.data), self.batch_size, drop_last=self.train)
@@ -233,7 +220,7 @@ class DeviceLoader:
             images = crop_flip(self.images, index, top, left, flip, self.pad, self.pad_mode)  # (b, C, H, W)
         else:
             images = self.images.index_select(0, index)  # (b, C, H, W)
-        return _to_float(images, self.scale, self.shift, self.channels_last), self.labels[index]
+        return self.normalize(images, self.channels_last), self.labels[index]
 
     def _draws(self, size: int, epoch: int, step: int) -> tuple[Tensor, Tensor, Tensor]:
         """Crop corners and flips for the whole global batch of (epoch, step); the same on every rank."""
@@ -315,7 +302,7 @@ class FolderLoader:
         augment = train if augment is None else augment
         self.image_size = image_size
         self.dataset = _DecodedFolder(data, image_size, augment, flip is not False, seed, scale, ratio)
-        self.scale, self.shift = _normalizer(data.mean, data.std, self.device)
+        self.normalize = Normalizer(data.mean, data.std, self.device)
 
     def __len__(self) -> int:
         return _steps(len(self.data), self.batch_size, drop_last=self.train)
@@ -340,7 +327,7 @@ class FolderLoader:
                 size = self.dataset.size
                 images, labels = torch.empty(0, size, size, 3, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
             images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (b, 3, S, S), channels-last strides
-            yield _to_float(images, self.scale, self.shift, self.channels_last), labels.to(self.device, non_blocking=True)
+            yield self.normalize(images, self.channels_last), labels.to(self.device, non_blocking=True)
 
     def _keys(self, epoch: int, start: int) -> list[list[tuple[int, int, int]]]:
         """Per step, this rank's slice of the global batch as (sample index, epoch, position in the epoch)."""

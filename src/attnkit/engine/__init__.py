@@ -12,6 +12,7 @@ channels_last choice), ``trainer`` (Trainer, train), ``rundir`` (RunDir, RunInfo
 ``evaluation`` (evaluate_run), ``checkpoint`` (atomic files, weights), ``run_log``, ``optim``, ``runtime``.
 """
 
+from .checkpoint import save_weights
 from .config import (
     ConfigError,
     DataConfig,
@@ -24,7 +25,6 @@ from .config import (
     config_to_dict,
     load_recipe,
 )
-from .checkpoint import save_weights
 from .resume import resume_config
 from .rundir import RunDir, RunInfo, load_model, load_run_info
 from .setup import Run, build_run

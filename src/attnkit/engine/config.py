@@ -27,13 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# Reading recipe files (``base:`` chains, packaged names) and ``key=value`` overrides belongs to attnkit.recipes;
-# they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
-from ..recipes import ConfigError, apply_overrides, load_recipe
-
 from ..data.loader import PadMode
 from ..functional.attention import Reduction
 from ..functional.transfer import Mode
+
+# Reading recipe files (``base:`` chains, packaged names) and ``key=value`` overrides belongs to attnkit.recipes;
+# they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
+from ..recipes import ConfigError, apply_overrides, load_recipe
 from ..validation import choices, describe_choices, is_int, is_real, suggest
 from .optim import OptimizerName, ScheduleName
 from .runtime import DEFAULT_DDP_TIMEOUT, Precision, parse_device

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from .checkpoint import check_state_dict, load_weights, save_state, save_weights, write_json, write_yaml
 from ..recipes import load_recipe
+from .checkpoint import check_state_dict, load_weights, save_state, save_weights, write_json, write_yaml
 from .config import RunConfig, config_from_dict, config_to_dict
 from .run_lock import LOCK_FILE, RunLock
 from .run_log import read_metrics

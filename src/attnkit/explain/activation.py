@@ -12,15 +12,14 @@ single forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
-from ..features import FeatureCapture, resolve_module
+from ..features import FeatureCapture
 from ..functional import attention_map
-from ..functional._checks import check_features, check_positive, check_reduction
-from ._base import AttentionMethod, Target
+from ..functional.attention import check_reduction
+from ..functional.checks import check_features, check_positive
+from ._base import AttentionMethod, LayerSpec, Target, layer_paths
 
 __all__ = ["ActivationMap"]
 
@@ -42,7 +41,7 @@ class ActivationMap(AttentionMethod):
 
     Args:
         model: any module; without ``feature_info`` pass ``layer``.
-        layer: a module path or a list of them; None = every ``feature_info`` point.
+        layer: a module path, a module, or a list of them; None = every ``feature_info`` point.
         p: exponent of |A| (p = 1 with ``"sum"`` is F_sum; p = 2 the paper's F_sum^2).
         reduction: ``"mean"``/``"sum"`` (F_sum^p; equal after normalisation) or ``"max"`` (F_max^p).
         normalize: divide each sample's map by its L2 norm at the layer's resolution, as attention transfer does.
@@ -60,17 +59,13 @@ class ActivationMap(AttentionMethod):
     def __init__(
         self,
         model: nn.Module,
-        layer: str | Sequence[str] | None = None,
+        layer: LayerSpec | None = None,
         p: float = 2.0,
         reduction: str = "mean",
         normalize: bool = True,
     ) -> None:
         super().__init__(model)
-        layers = default_layers(model) if layer is None else [layer] if isinstance(layer, str) else list(layer)
-        if not layers:
-            raise ValueError("layer is an empty list; give at least one module path")
-        for path in layers:
-            resolve_module(model, path)  # fail now, naming close paths, rather than at the first call
+        layers = default_layers(model) if layer is None else layer_paths(model, layer)
         check_positive("p", p)
         check_reduction(reduction)
         self.layers, self.p, self.reduction, self.normalize = layers, float(p), reduction, normalize

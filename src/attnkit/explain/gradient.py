@@ -13,7 +13,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..functional import attention_map, input_gradient
-from ..functional._checks import check_positive, check_reduction
+from ..functional.attention import check_reduction
+from ..functional.checks import check_positive
 from ._base import AttentionMethod
 
 __all__ = ["GradientAttention"]
@@ -36,6 +37,7 @@ class GradientAttention(AttentionMethod):
     """
 
     name = "gradient"
+    scores_own_forward = True  # input_gradient reads the classes (and checks them) from its own forward pass
 
     def __init__(self, model: nn.Module, p: float = 1.0, reduction: str = "sum") -> None:
         super().__init__(model)
@@ -44,5 +46,5 @@ class GradientAttention(AttentionMethod):
         self.p, self.reduction = float(p), reduction
 
     def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
-        grad = input_gradient(self.model, images, target)  # (B, C, H, W)
+        grad = input_gradient(self.model, images, self._class_target(target))  # (B, C, H, W)
         return attention_map(grad, p=self.p, reduction=self.reduction, normalize=False)  # -> (B, H, W)

@@ -1,129 +1,30 @@
-"""Post-hoc attention maps of any trained classifier: saliency, occlusion, CAM, Grad-CAM, HiResCAM.
+"""Post-hoc attention maps of any trained classifier: saliency, occlusion and CAM.
 
 * Saliency (Simonyan et al. 2013): max_c |d score_t / d x_c|, at input resolution.  -> ``captum.attr.Saliency``
 * Occlusion (Zeiler & Fergus 2014): slide a window set to a baseline over the image; each pixel's value is the
   mean drop of the target score over the windows covering it.                       -> ``captum.attr.Occlusion``
 * CAM (Zhou et al. 2016): sum_k w_{t,k} A_k for a GAP + linear head (A = the last feature map, w = the
   classifier weights). Written here (captum has no CAM).
-* Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A_k), alpha_k = spatial mean of d score_t / d A_k.
-                                                                                    -> ``captum.attr.LayerGradCam``
-* HiResCAM (Draelos & Carin 2020): ReLU(sum_k d score_t / d A_k * A_k), element-wise, no averaging. Written
-  here from ``captum.attr.LayerGradientXActivation`` (d score / dA * A), summed over channels.
 
-"score_t" is the target class's logit. For a GAP + linear head, d score_t / d A_k = w_{t,k} / (h w) everywhere,
-so Grad-CAM = HiResCAM = ReLU(CAM) / (h w).
-
-Layer of Grad-CAM and HiResCAM: by default the module that produces ``model.forward_features``'s output (the
-attnkit model contract's last feature map, after the final norm and activation: WRN's final ``relu``, a
-ResNet's ``layer4``, LTPA's ``block5``), found at the first call by running ``forward_features`` on one of the
-images with :func:`attnkit.features.output_module`. Any other layer can be named by its ``named_modules()``
-path with ``layer=``. CAM reads ``forward_features`` itself. captum's hooks are removed after every call, also
-when it fails.
+"score_t" is the target class's logit (or a target function's value, for saliency and occlusion). For a
+GAP + linear head, d score_t / d A_k = w_{t,k} / (h w) everywhere, so Grad-CAM = HiResCAM = ReLU(CAM) / (h w)
+(:mod:`attnkit.explain.cam`). captum's hooks are removed after every call, also when it fails.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import torch
 from torch import Tensor, nn
 
-from ..features import FeatureCapture, output_module, resolve_module
-from ..functional._checks import check_features
-from ._base import AttentionMethod
+from ..features import FeatureCapture, resolve_module
+from ..functional.checks import check_features
+from ..validation import check_int
+from ._base import AttentionMethod, bind_target, layer_paths, require_contract
+from ._captum import captum_attr, captum_forward
 
-__all__ = ["CAM", "GradCAM", "HiResCAM", "Occlusion", "Saliency"]
+__all__ = ["CAM", "Occlusion", "Saliency"]
 
 FEATURES_LAYER = "forward_features"  # CAM's default layer: the output of model.forward_features
-
-
-def _captum() -> ModuleType:
-    """``captum.attr``, imported on first use: it takes ~0.4 s, which every ``attnkit`` command would pay."""
-    return importlib.import_module("captum.attr")
-
-
-def _require(model: nn.Module, methods: tuple[str, ...], method_name: str, fix: str) -> None:
-    missing = [m for m in methods if not callable(getattr(model, m, None))]
-    if missing:
-        raise TypeError(
-            f"{method_name} needs the attnkit model contract ({', '.join(methods)}), but "
-            f"{type(model).__name__} lacks {', '.join(missing)}; {fix}"
-        )
-
-
-class _LayerGradientMethod(AttentionMethod):
-    """Grad-CAM and HiResCAM: gradients of the target score at one layer's output (B, C, h, w)."""
-
-    def __init__(self, model: nn.Module, layer: str | None = None, relu: bool = True) -> None:
-        super().__init__(model)
-        if layer is None:
-            _require(model, ("forward_features",), type(self).__name__, "pass layer='module path'")
-        else:
-            resolve_module(model, layer)
-        self.layer, self.relu = layer, relu
-        self._features_layer: str | None = None  # the default layer, once found
-
-    @property
-    def layer_name(self) -> str:
-        """The layer's module path (for the default layer: known after the first call)."""
-        return self.layer or self._features_layer or "(the module producing forward_features' output)"
-
-    def _layer(self, images: Tensor) -> nn.Module:
-        if self.layer is not None:
-            return resolve_module(self.model, self.layer)
-        if self._features_layer is None:
-            probe = images[:1]  # one image: the module structure does not depend on the batch
-            with torch.no_grad():
-                self._features_layer = output_module(self.model, lambda: self.model.forward_features(probe))
-        return resolve_module(self.model, self._features_layer)
-
-    def _check_layer_output(self, maps: Tensor) -> None:
-        if maps.dim() != 4:
-            raise ValueError(
-                f"{type(self).__name__} needs a convolutional layer with (B, C, h, w) output, but "
-                f"{self.layer_name!r} gives shape {tuple(maps.shape)}; pick a layer before global pooling"
-            )
-
-
-class GradCAM(_LayerGradientMethod):
-    """Grad-CAM through ``captum.attr.LayerGradCam``: ReLU(sum_k mean_ij(d score_t / d A_k) A_k), (B, h, w).
-
-    Args:
-        model: any classifier; without ``forward_features`` pass ``layer``.
-        layer: module path; None = the module producing ``forward_features``' output (module docstring).
-        relu: apply the final ReLU (the paper's map; False keeps negative evidence).
-
-    >>> from attnkit.models import create_model
-    >>> model = create_model("wrn", depth=10, width=1)
-    >>> GradCAM(model).attribute(torch.randn(2, 3, 16, 16), upsample=False).shape
-    torch.Size([2, 4, 4])
-    """
-
-    name = "gradcam"
-
-    def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
-        layer = self._layer(images)
-        maps = _captum().LayerGradCam(self.model, layer).attribute(images, target=target, relu_attributions=self.relu)
-        self._check_layer_output(maps)
-        return maps.detach().squeeze(1)  # (B, 1, h, w) -> (B, h, w)
-
-
-class HiResCAM(_LayerGradientMethod):
-    """HiResCAM: ReLU(sum_k d score_t / d A_k * A_k), element-wise gradient times activation, (B, h, w).
-
-    Same arguments as :class:`GradCAM`. Unlike Grad-CAM it does not average the gradient over positions, so a
-    position's value is exactly its contribution to the score's first-order expansion.
-    """
-
-    name = "hirescam"
-
-    def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
-        layer = self._layer(images)
-        grad_x_act = _captum().LayerGradientXActivation(self.model, layer).attribute(images, target=target)
-        self._check_layer_output(grad_x_act)
-        maps = grad_x_act.detach().sum(dim=1)  # (B, C, h, w) -> (B, h, w)
-        return maps.clamp_min(0) if self.relu else maps
 
 
 class CAM(AttentionMethod):
@@ -131,17 +32,20 @@ class CAM(AttentionMethod):
 
     By default A is ``model.forward_features(x)`` and w ``model.get_classifier().weight``; models whose head
     is not GAP + linear (``head_is_gap_linear = False``, e.g. LTPA) are refused. For any other model pass both
-    ``layer`` (the module whose (B, C, h, w) output is globally pooled) and ``classifier`` (the path of the
-    ``nn.Linear`` that reads the pooled vector). The classifier bias is left out (it is the same everywhere).
+    ``layer`` (the module whose (B, C, h, w) output is globally pooled) and ``classifier`` (the ``nn.Linear``
+    that reads the pooled vector), each a module path or the module itself. The classifier bias is left out
+    (it is the same everywhere). ``target`` must be class indices.
 
     Args:
         relu: clip negative evidence to 0 (default False: Zhou et al.'s map, negative values included).
     """
 
     name = "cam"
+    scores_own_forward = True  # the classes come from the same forward pass as the features
 
     def __init__(
-        self, model: nn.Module, layer: str | None = None, classifier: str | None = None, relu: bool = False
+        self, model: nn.Module, layer: str | nn.Module | None = None, classifier: str | nn.Module | None = None,
+        relu: bool = False,
     ) -> None:
         super().__init__(model)
         if (layer is None) != (classifier is None):
@@ -153,37 +57,39 @@ class CAM(AttentionMethod):
                     "(head_is_gap_linear = False); use gradcam or hirescam, which work for any head"
                 )
             fix = "pass layer='feature map path' and classifier='linear layer path'"
-            _require(model, ("forward_features", "get_classifier"), "CAM", fix)
+            require_contract(model, ("forward_features", "forward_head", "get_classifier"), "CAM", fix)
         else:
-            resolve_module(model, layer)
-            resolve_module(model, classifier)
+            (layer,), (classifier,) = layer_paths(model, layer), layer_paths(model, classifier)
         self.layer, self.classifier, self.relu = layer, classifier, relu
 
     @property
     def layer_name(self) -> str:
         return FEATURES_LAYER if self.layer is None else self.layer
 
-    def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
+    def _attribute(self, images: Tensor, target) -> Tensor:
+        target = self._class_target(target)
         with torch.no_grad():
-            features, linear = self._features_and_classifier(images)
+            features, linear, logits = self._features_classifier_logits(images)
         check_features(features, f"the output of layer {self.layer_name!r}")
         if not isinstance(linear, nn.Linear) or linear.in_features != features.shape[1]:
             raise ValueError(
                 f"CAM needs an nn.Linear classifier reading the {features.shape[1]} pooled channels of "
                 f"{self.layer_name!r}, got {linear}; pass the matching layer= and classifier="
             )
-        weights = linear.weight[target].to(features.dtype)  # (B, C): w_{t_b, k}
+        classes = bind_target(target, logits)  # (B,): None -> the predictions of this very forward pass
+        weights = linear.weight[classes].to(features.dtype)  # (B, C): w_{t_b, k}
         maps = torch.einsum("bc,bchw->bhw", weights, features)  # (B, C, h, w) -> (B, h, w)
         return maps.clamp_min(0) if self.relu else maps
 
-    def _features_and_classifier(self, images: Tensor) -> tuple[Tensor, nn.Module]:
+    def _features_classifier_logits(self, images: Tensor) -> tuple[Tensor, nn.Module, Tensor]:
         if self.layer is None:
-            return self.model.forward_features(images), self.model.get_classifier()
+            features = self.model.forward_features(images)
+            return features, self.model.get_classifier(), self.model.forward_head(features)
         capture = FeatureCapture(self.model, [self.layer], detach=True)
         with capture:
-            self.model(images)
+            logits = self.model(images)
         (features,) = capture.ordered()
-        return features, resolve_module(self.model, self.classifier)
+        return features, resolve_module(self.model, self.classifier), logits
 
 
 class Saliency(AttentionMethod):
@@ -196,10 +102,12 @@ class Saliency(AttentionMethod):
     """
 
     name = "saliency"
+    scores_own_forward = True  # given classes cost no extra forward (see attnkit.explain._captum)
 
-    def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
+    def _attribute(self, images: Tensor, target) -> Tensor:
+        forward, classes = captum_forward(self.model, images, target)
         inputs = images.clone().requires_grad_(True)  # a private copy: captum differentiates with respect to it
-        grads = _captum().Saliency(self.model).attribute(inputs, target=target, abs=True)
+        grads = captum_attr().Saliency(forward).attribute(inputs, target=classes, abs=True)
         return grads.detach().amax(dim=1)  # (B, C, H, W) -> (B, H, W)
 
 
@@ -216,6 +124,7 @@ class Occlusion(AttentionMethod):
     """
 
     name = "occlusion"
+    scores_own_forward = True
 
     def __init__(
         self,
@@ -228,8 +137,7 @@ class Occlusion(AttentionMethod):
         super().__init__(model)
         self.window = None if window is None else _pair("window", window)
         self.stride = None if stride is None else _pair("stride", stride)
-        if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int) or perturbations_per_eval < 1:
-            raise ValueError(f"perturbations_per_eval must be a positive int, got {perturbations_per_eval!r}")
+        check_int("perturbations_per_eval", perturbations_per_eval, minimum=1)
         self.baseline, self.perturbations_per_eval = float(baseline), perturbations_per_eval
 
     def window_and_stride(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -240,16 +148,17 @@ class Occlusion(AttentionMethod):
         stride = self.stride or (max(1, window[0] // 2), max(1, window[1] // 2))
         return window, stride
 
-    def _attribute(self, images: Tensor, target: Tensor | None) -> Tensor:
+    def _attribute(self, images: Tensor, target) -> Tensor:
         channels, height, width = images.shape[1:]
         (wh, ww), (sh, sw) = self.window_and_stride(height, width)
+        forward, classes = captum_forward(self.model, images, target)
         with torch.no_grad():
-            drops = _captum().Occlusion(self.model).attribute(
+            drops = captum_attr().Occlusion(forward).attribute(
                 images,
                 sliding_window_shapes=(channels, wh, ww),
                 strides=(channels, sh, sw),
                 baselines=self.baseline,
-                target=target,
+                target=classes,
                 perturbations_per_eval=self.perturbations_per_eval,
             )  # (B, C, H, W), equal over C
         return drops.mean(dim=1)  # -> (B, H, W)

@@ -124,4 +124,3 @@ def flip_symmetry_loss(grad: Tensor, flipped_grad: Tensor, beta: float = 1.0) ->
     return beta / 2 * torch.linalg.vector_norm(diff, dim=1).mean()
 
 
-_as_target = as_target  # former private name, still imported by older code

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import at_least_float32, check_non_negative, check_pairs, check_weights
+from ..validation import check_int
 from .attention import DEFAULT_EPS
+from .checks import at_least_float32, check_non_negative, check_pairs, check_weights
 
 __all__ = ["nst_loss"]
 
@@ -65,8 +66,7 @@ def nst_loss(
     check_pairs(student_features, teacher_features)
     check_non_negative("beta", beta)
     weights = check_weights(weights, len(student_features))
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"d (the kernel degree) must be a positive int, got {d!r}")
+    check_int("d (the kernel degree)", d, minimum=1)
     check_non_negative("c", c)
     terms = []
     for s, t, w in zip(student_features, teacher_features, weights):

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import at_least_float32, check_non_negative, check_pairs, check_weights
 from .attention import DEFAULT_EPS
+from .checks import at_least_float32, check_non_negative, check_pairs, check_weights
 
 __all__ = ["similarity_matrix", "sp_loss"]
 

@@ -13,8 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..validation import choices
-from .checks import at_least_float32, check_non_negative, check_pairs, check_positive, check_weights, find_non_finite_pair
 from .attention import DEFAULT_EPS, Reduction, attention_map
+from .checks import (
+    at_least_float32,
+    check_non_negative,
+    check_pairs,
+    check_positive,
+    check_weights,
+    find_non_finite_pair,
+)
 
 __all__ = ["MODES", "Mode", "activation_transfer_loss", "at_loss", "attention_pair_maps"]
 

@@ -35,7 +35,6 @@ errors on one line naming the file, line and column. ``base:`` chains may be at 
 from __future__ import annotations
 
 import copy
-import difflib
 import fnmatch
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from ..validation import suggest
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -151,8 +152,8 @@ def recipe_names(schedules: bool = False) -> list[str]:
 
 
 def _unknown(reference: str) -> str:
-    close = difflib.get_close_matches(reference.removesuffix(SUFFIX), recipe_names(schedules=True), n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else "`attnkit recipes` lists the packaged ones"
+    hint = suggest(reference.removesuffix(SUFFIX), recipe_names(schedules=True), cutoff=0.5,
+                   fallback="`attnkit recipes` lists the packaged ones")
     return f"no recipe file {reference!r} and no packaged recipe of that name; {hint}"
 
 

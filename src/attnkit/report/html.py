@@ -141,7 +141,7 @@ def _pct(value: float | None) -> str:
 
 
 def _maps_section(runs: Sequence[RunRecord], out_dir: Path, methods: Sequence[str], images: int, device: str) -> str:
-    from ..explain.maps import explain_runs
+    from .maps import explain_runs
 
     chosen = representative_runs(runs)
     dataset = next(iter(chosen.values())).info.get("dataset")
@@ -150,8 +150,7 @@ def _maps_section(runs: Sequence[RunRecord], out_dir: Path, methods: Sequence[st
                               labels=list(chosen), device=device, max_rows=6)
     except (FileNotFoundError, ValueError, KeyError) as err:
         return f'<p class="note">No attention maps: {html.escape(str(err.args[0] if err.args else err))}</p>'
-    figures = "".join(_img(out_dir / "maps" / f"compare_{m}.png", f"{m} maps, models side by side")
-                      for m in methods if (out_dir / "maps" / f"compare_{m}.png").is_file())
+    figures = "".join(_img(path, f"{m} maps, models side by side") for m, path in report.comparisons.items())
     rows = []
     for label, by_method in report.metrics.items():
         for method, scores in by_method.items():

@@ -1,0 +1,143 @@
+"""Images as a model sees them: the one normalisation of attnkit's loaders, image files read with Pillow, and
+evenly spaced samples of a data set (what ``attnkit maps`` and the report show).
+
+* :class:`Normalizer`: uint8 (N, C, H, W) pixels -> float32 (x / 255 - mean) / std, the loaders' evaluation
+  path (:class:`attnkit.data.DeviceLoader` and :class:`attnkit.data.FolderLoader` normalise every batch with it).
+* :func:`read_images`: files or directories -> :class:`LoadedImages` at a model's input size.
+* :func:`dataset_images`: ``count`` evenly spaced images of a data set's split, with labels and boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from ..validation import check_int
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LoadedImages",
+    "Normalizer",
+    "dataset_images",
+    "evenly_spaced",
+    "image_files",
+    "read_images",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class Normalizer:
+    """uint8 pixels -> float32 ``(x / 255 - mean) / std``, per channel (mean and std on the 0..1 scale).
+
+    Computed as ``x * scale - shift`` with scale and shift rounded once from float64, on ``device``.
+
+    >>> Normalizer([0.5], [0.25])(torch.tensor([[[[0, 255]]]], dtype=torch.uint8)).tolist()
+    [[[[-2.0, 2.0]]]]
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu") -> None:
+        mean_t, std_t = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        self.scale = (1.0 / (255.0 * std_t)).float().view(1, -1, 1, 1).to(device)  # (1, C, 1, 1)
+        self.shift = (mean_t / std_t).float().view(1, -1, 1, 1).to(device)
+
+    def __call__(self, pixels: Tensor, channels_last: bool = False) -> Tensor:
+        """(b, C, H, W) uint8 -> normalised float32 (``float()`` keeps the memory format, so reorder while 1 byte)."""
+        pixels = pixels.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return pixels.float().mul_(self.scale).sub_(self.shift)
+
+
+@dataclass
+class LoadedImages:
+    """Normalised images with what is known about them."""
+
+    images: Tensor  # (N, C, H, W) float32, normalised with mean/std
+    mean: list[float]  # per-channel normalisation, 0..1 scale
+    std: list[float]
+    labels: Tensor | None = None  # (N,) int64 true classes, when known
+    boxes: Tensor | None = None  # (N, 4) int64 object boxes x0, y0, x1, y1 (exclusive ends), when known
+    classes: list[str] | None = None  # class names
+    names: list[str] = field(default_factory=list)  # one name per image (file name or "test[i]")
+
+
+def evenly_spaced(total: int, count: int) -> Tensor:
+    """``min(count, total)`` sorted indices spread evenly over ``range(total)``, first and last included.
+
+    >>> evenly_spaced(10, 4).tolist()
+    [0, 3, 6, 9]
+    """
+    check_int("count", count, minimum=1)
+    return torch.linspace(0, total - 1, min(count, total)).round().long().unique()
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand directories (their image files, sorted by name) and check that every file exists."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in directory {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such image file or directory: {path}")
+    return files
+
+
+def read_images(
+    paths: Sequence[str | Path], size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float]
+) -> LoadedImages:
+    """Read image files with Pillow as the model expects them: (N, C, H, W) float32, normalised.
+
+    ``size`` is (C, H, W), normally the model's ``default_input_size``: images are converted to grey (C = 1)
+    or RGB (C = 3), cropped about their centre to the aspect ratio H:W (never stretched) and resized to H x W
+    (bicubic), scaled to [0, 1] and normalised with the training data's ``mean`` / ``std`` (:class:`Normalizer`).
+    """
+    channels, height, width = size
+    if channels not in (1, 3):
+        raise ValueError(f"can read images for models with 1 or 3 input channels, not {channels}")
+    files = image_files(paths)
+    arrays = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"cannot read {file} as an image ({err}); pass image files or directories of them") from None
+        except Exception as err:  # decompression bombs, and whatever else Pillow's decoders raise on hostile files
+            raise ValueError(f"cannot read {file} as an image ({err})") from None
+        arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+    return LoadedImages(Normalizer(mean, std)(pixels), list(mean), list(std), names=[f.name for f in files])
+
+
+def dataset_images(
+    name: str, count: int, root: str | Path | None = None, split: str = "test", download: bool = False
+) -> LoadedImages:
+    """``count`` images of a data set's ``split`` (:func:`attnkit.data.load_dataset`), evenly spaced through it,
+    normalised with the data set's own mean/std as its evaluation loader does, with labels, class names and
+    object boxes (cluttered-mnist has boxes).
+
+    Evenly spaced rather than the first ``count``: some splits are sorted by class (mnist5k and cluttered-mnist
+    are), and their first images would all show one digit.
+    """
+    from ._dataset import ImageTensors, load_dataset
+
+    data = load_dataset(name, split=split, root=root, download=download)
+    if not isinstance(data, ImageTensors):
+        raise ValueError(f"data set {name!r} streams its images from files; pass the files with --images instead")
+    index = evenly_spaced(len(data), count)
+    return LoadedImages(
+        Normalizer(data.mean, data.std)(data.images[index]), list(data.mean), list(data.std),
+        labels=data.labels[index], boxes=None if data.boxes is None else data.boxes[index],
+        classes=list(data.classes), names=[f"{split}[{i}]" for i in index.tolist()],
+    )

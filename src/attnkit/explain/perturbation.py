@@ -1,0 +1,171 @@
+"""Gradient-free class activation maps that weight each channel by what it does to the score: Score-CAM and
+Ablation-CAM. Both need one forward pass per channel and image; both run them batched over channels.
+
+Notation as in :mod:`attnkit.explain.cam`: A (B, C, h, w) the layer's output for the images X, S(.) the score
+explained (target-class logit or target function) and map = ReLU(sum_k w_k A_k).
+
+* **Score-CAM** (Wang et al., CVPR-W 2020, Algorithm 1): each channel, resized to the input (bilinear,
+  :func:`attnkit.functional.resize_map`) and scaled to [0, 1], masks the image, M_k = scale(up(A_k));
+  w = softmax_k(S(X ⊙ M_k)) over the channels. The paper's baseline term S(X_b) is the same for every channel
+  and cancels in the softmax. A channel that is constant on an image masks it entirely (M_k = 0): all such
+  channels share one forward pass of the zero image.
+* **Ablation-CAM** (Desai & Ramaswamy, WACV 2020): w_k = (S(A) - S(A with channel k set to 0)) / |S(A)|, the
+  relative drop of the score when the channel is ablated at the layer. The paper divides by S(A); |S(A)| keeps
+  the sign of the evidence when a score is negative (identical otherwise); S(A) = 0 leaves the drop undivided.
+  A channel that is already 0 everywhere has w_k = 0 without a pass.
+
+Speed. Score-CAM's masked images must go through the whole model: its floor is C forward passes per image,
+minus the shared constant channels. Ablation-CAM changes only the layer's output, so the layers before it
+(the prefix) run once per chunk of ``batch_size`` channels on the one image, and only the rest of the model
+(the suffix) runs on the ablated copies: a forward hook on the layer returns the (n, C, h, w) ablated
+activations for a batch of one image, which the later layers broadcast against. Whether the model allows that
+(skip connections that concatenate across the batch would not) is checked on each call by running two
+unchanged copies that way and comparing their scores with the plain forward; if they differ, or the model
+fails, the copies run through the whole model (pytorch-grad-cam's way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..features import FeatureCapture, resolve_module
+from ..functional import resize_map
+from ..validation import check_int
+from ._base import LayerSpec, bind_target, check_logits, target_scores
+from ._cam_base import CAMMethod, scale_per_image
+
+__all__ = ["AblationCAM", "ScoreCAM"]
+
+
+def _check_batch_size(batch_size: int) -> int:
+    return check_int("batch_size", batch_size, minimum=1, note=" (channels per forward pass)")
+
+
+class _ChannelScoreCAM(CAMMethod):
+    """Shared: one plain forward for A and the classes; the channel weights come from :meth:`_channel_weights`."""
+
+    scores_own_forward = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec | None = None,
+        *,
+        batch_size: int = 64,
+        relu: bool = True,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, layer, relu=relu, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+        self.batch_size = _check_batch_size(batch_size)
+
+    def _weighted_activations(self, images: Tensor, target: Any, repeats: int, create_graph: bool) -> list[Tensor]:
+        paths = self._paths(images)
+        capture = FeatureCapture(self.model, paths, detach=True)
+        with torch.no_grad():
+            with capture:
+                logits = check_logits(self.model(images))  # (N, K), N = views x images
+            bound = bind_target(target, logits[: images.shape[0] // repeats])
+            rows = bound.repeat(repeats) if isinstance(bound, Tensor) else bound  # (N,) classes, or a function
+            weighted = []
+            for path, activations in zip(paths, capture.ordered()):
+                self._check_layer_output(path, activations)
+                weights = self._channel_weights(images, path, activations, rows, logits)  # (N, C)
+                weighted.append(weights[:, :, None, None].to(activations.dtype) * activations)
+        return weighted
+
+    def _channel_weights(self, images: Tensor, path: str, activations: Tensor, rows: Any, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def _row_scores(logits: Tensor, rows: Any, index: Tensor) -> Tensor:
+    """Scores of perturbed copies of the images ``index`` (n,): their class's logit, or the target function."""
+    return target_scores(logits, rows[index] if isinstance(rows, Tensor) else rows)
+
+
+class ScoreCAM(_ChannelScoreCAM):
+    """Score-CAM: ReLU(sum_k softmax_k(S(X ⊙ M_k)) A_k), M_k = A_k resized and scaled to [0, 1] (Wang et al. 2020).
+
+    Args:
+        model, layer, relu, aug_smooth, eigen_smooth: as :class:`attnkit.explain.GradCAM`.
+        batch_size: masked images per forward pass (more = faster, more memory).
+
+    >>> from attnkit.models import create_model
+    >>> ScoreCAM(create_model("wrn", depth=10, width=1), batch_size=32).attribute(torch.randn(2, 3, 16, 16)).shape
+    torch.Size([2, 16, 16])
+    """
+
+    name = "scorecam"
+
+    def _channel_weights(self, images: Tensor, path: str, activations: Tensor, rows: Any, logits: Tensor) -> Tensor:
+        count, channels = activations.shape[:2]
+        flat = activations.flatten(2)
+        varies = flat.amax(dim=2) > flat.amin(dim=2)  # (N, C); a constant channel's mask is all 0
+        scores = torch.empty(count, channels, dtype=logits.dtype, device=logits.device)
+        pairs = varies.nonzero()  # (P, 2): (image, channel)
+        size = (images.shape[-2], images.shape[-1])
+        for start in range(0, pairs.shape[0], self.batch_size):
+            index, channel = pairs[start : start + self.batch_size].unbind(1)
+            masks = scale_per_image(resize_map(activations[index, channel], size))  # (n, H, W) in [0, 1]
+            masked = images[index] * masks[:, None].to(images.dtype)  # (n, C_in, H, W)
+            scores[index, channel] = _row_scores(check_logits(self.model(masked)), rows, index).to(scores.dtype)
+        if not bool(varies.all()):
+            blank = check_logits(self.model(torch.zeros_like(images[:1]))).expand(count, -1)  # X ⊙ 0, shared
+            constant = ~varies
+            scores[constant] = _row_scores(blank, rows, torch.arange(count, device=blank.device))[:, None].expand(
+                count, channels
+            )[constant].to(scores.dtype)
+        return torch.softmax(scores, dim=1)
+
+
+class AblationCAM(_ChannelScoreCAM):
+    """Ablation-CAM: ReLU(sum_k w_k A_k), w_k = (S(A) - S(A, channel k = 0)) / |S(A)| (Desai & Ramaswamy 2020).
+
+    Args:
+        model, layer, relu, aug_smooth, eigen_smooth: as :class:`attnkit.explain.GradCAM`.
+        batch_size: ablated copies per forward pass of the model after the layer.
+    """
+
+    name = "ablationcam"
+
+    def _channel_weights(self, images: Tensor, path: str, activations: Tensor, rows: Any, logits: Tensor) -> Tensor:
+        module = resolve_module(self.model, path)
+        arange = torch.arange(activations.shape[0], device=logits.device)
+        original = _row_scores(logits, rows, arange)  # (N,) S(A)
+        reuse_prefix = self._prefix_reusable(module, images[:1], activations[:1], original[:1], rows)
+        ablated = original[:, None].repeat(1, activations.shape[1])  # (N, C); an all-zero channel: no change
+        live = activations.flatten(2).ne(0).any(dim=2)  # (N, C)
+        for i in range(activations.shape[0]):
+            channels = live[i].nonzero().squeeze(1)
+            for start in range(0, channels.numel(), self.batch_size):
+                chosen = channels[start : start + self.batch_size]
+                copies = activations[i].expand(chosen.numel(), -1, -1, -1).clone()  # (n, C, h, w)
+                copies[torch.arange(chosen.numel(), device=chosen.device), chosen] = 0
+                out = self._from_layer(module, images[i : i + 1], copies, reuse_prefix)
+                ablated[i, chosen] = _row_scores(out, rows, arange[i].expand(chosen.numel())).to(ablated.dtype)
+        scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
+        return (original[:, None] - ablated) / scale[:, None]
+
+    def _from_layer(self, module: nn.Module, image: Tensor, copies: Tensor, reuse_prefix: bool) -> Tensor:
+        """Logits (n, K) of the model with ``module``'s output replaced by ``copies`` (n, C, h, w), for one image."""
+        handle = module.register_forward_hook(lambda m, inputs, output: copies)
+        try:
+            inputs = image if reuse_prefix else image.expand(copies.shape[0], *image.shape[1:])
+            return check_logits(self.model(inputs))
+        finally:
+            handle.remove()
+
+    def _prefix_reusable(self, module: nn.Module, image: Tensor, activations: Tensor, score: Tensor, rows: Any) -> bool:
+        """Do two unchanged copies, run from the layer on one image's prefix, give the plain forward's score?"""
+        copies = activations.expand(2, -1, -1, -1).contiguous()
+        try:
+            out = self._from_layer(module, image, copies, reuse_prefix=True)
+        except (RuntimeError, ValueError):  # e.g. a concatenation that needs equal batch sizes
+            return False
+        if out.shape[0] != 2:
+            return False
+        scores = _row_scores(out, rows, torch.zeros(2, dtype=torch.long, device=out.device))
+        return bool(torch.allclose(scores, score.expand(2), rtol=1e-4, atol=1e-5))

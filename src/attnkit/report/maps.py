@@ -1,0 +1,135 @@
+"""``attnkit maps`` on saved runs: load run directories through the engine, read their images through the data
+layer, and hand both to :func:`attnkit.explain.maps.explain_models`, which computes, draws and scores the maps.
+
+* :func:`load_run_models`: run directories (or ``.safetensors`` files) -> {label: model}, plus the run's
+  data information (input size, normalisation, classes).
+* :func:`explain_runs`: the whole command: models, images (files through :func:`attnkit.data.read_images`, or a
+  data set's test images through :func:`attnkit.data.dataset_images`), targets, then ``explain_models``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import dataset_images, read_images
+from ..explain import Target
+from ..explain.maps import MapsReport, explain_models
+
+__all__ = ["explain_runs", "load_run_models"]
+
+
+def load_run_models(
+    paths: Sequence[str | Path], weights: str = "final", device: str | torch.device = "cpu",
+    labels: Sequence[str] | None = None,
+) -> tuple[dict[str, nn.Module], dict]:
+    """Load the models of run directories (or attnkit ``.safetensors`` files) with ``attnkit.engine.load_model``.
+
+    Returns ({label: model in eval mode}, the first run's information: data set, classes, input size, mean, std).
+    Labels default to the directory (or file) names. Runs compared side by side must share their input size and
+    normalisation, since they are shown the same images.
+    """
+    from ..engine import load_model, load_run_info
+
+    if not paths:
+        raise ValueError("no run given; pass at least one run directory")
+    labels = list(labels) if labels else [Path(p).stem if Path(p).is_file() else Path(p).name for p in paths]
+    if len(labels) != len(paths):
+        raise ValueError(f"got {len(labels)} labels for {len(paths)} runs; give one label per run")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"run labels must differ, got {labels}; name them with --labels")
+    infos = [load_run_info(p, weights) for p in paths]
+    first = infos[0]
+    for path, info in zip(paths[1:], infos[1:]):
+        for key in ("input_size", "mean", "std"):
+            if info.get(key) != first.get(key):
+                raise ValueError(
+                    f"{path} was trained with {key} {info.get(key)} but {paths[0]} with {first.get(key)}; "
+                    "runs compared side by side must see the same images"
+                )
+    models = {label: load_model(path, device, weights) for label, path in zip(labels, paths)}
+    return models, first
+
+
+def explain_runs(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    methods: Sequence[str],
+    *,
+    images: Sequence[str | Path] | None = None,
+    data: str | None = None,
+    count: int = 8,
+    root: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+    weights: str = "final",
+    device: str = "cpu",
+    target: str | int | None = None,
+    sanity: bool = True,
+    faithful: bool = False,
+    max_rows: int = 8,
+    batch_size: int | None = None,
+) -> MapsReport:
+    """``attnkit maps``: maps of one run (or several side by side) on image files or a data set's test images.
+
+    Args:
+        paths: run directories (or attnkit ``.safetensors`` files); several = a side-by-side comparison.
+        out_dir: where the figures and ``metrics.json`` go.
+        methods: method names (``attnkit.explain.METHODS``).
+        images: image files or directories, read with :func:`attnkit.data.read_images` at the run's training input size
+            (``run.json``'s ``input_size``, else the model's ``default_input_size``) and normalised with the run's
+            mean/std.
+        data: instead of ``images``, a data set name: ``count`` test images (:func:`attnkit.data.dataset_images`), with their
+            labels and boxes (cluttered-mnist), normalised with the data set's mean/std.
+        root: data directory for ``data``.
+        labels: one label per run (default: the directory names).
+        weights: ``final``, ``best`` or ``last``.
+        device: ``auto``, ``cpu``, ``cuda``...
+        target: ``"label"`` (the true class; needs ``data``), ``"predicted"``, or a class index;
+            None = ``"label"`` when labels are known, else ``"predicted"``.
+        sanity, max_rows, batch_size: as in :func:`attnkit.explain.maps.explain_models`.
+        faithful: also the faithfulness metrics (``attnkit maps`` turns them on; off by default here because the
+            HTML report, which does not show them yet, runs this on hundreds of images: about 60 forward passes
+            and 18 sparse solves per image, method and model).
+    """
+    from ..engine.runtime import resolve_device
+
+    if (images is None) == (data is None):
+        given = "both" if images is not None else "neither"
+        raise ValueError(f"give image files (images=...) or a data set name (data=...): got {given}")
+    dev = resolve_device(device)
+    models, info = load_run_models(paths, weights, dev, labels)
+    first = next(iter(models.values()))
+    if images is not None:
+        size = tuple(info.get("input_size") or first.default_input_size)
+        loaded = read_images(images, size, info["mean"], info["std"])
+    else:
+        loaded = dataset_images(data, count, root)
+    channels = getattr(first, "default_input_size", (loaded.images.shape[1],))[0]
+    if loaded.images.shape[1] != channels:
+        raise ValueError(f"the images have {loaded.images.shape[1]} channels but the model takes {channels}")
+    if target is None:
+        target = "label" if loaded.labels is not None else "predicted"
+    if target == "label":
+        if loaded.labels is None:
+            raise ValueError("target 'label' needs labelled images: use data=NAME, or target='predicted'")
+        chosen: Target = loaded.labels.to(dev)
+    elif target == "predicted":
+        chosen = None
+    elif isinstance(target, int) and not isinstance(target, bool):
+        chosen = target
+    else:
+        raise ValueError(f"target must be 'label', 'predicted' or a class index, got {target!r}")
+    details = {
+        "target": target,
+        "runs": {label: str(path) for label, path in zip(models, paths)},
+        "weights": weights,
+        "source": {"data": data} if data is not None else {"images": loaded.names},
+    }
+    return explain_models(
+        models, loaded.images.to(dev), methods, out_dir, mean=loaded.mean, std=loaded.std, target=chosen,
+        labels=loaded.labels, classes=loaded.classes or info.get("classes"), boxes=loaded.boxes, sanity=sanity,
+        faithful=faithful, max_rows=max_rows, batch_size=batch_size, details=details,
+    )
