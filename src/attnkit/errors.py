@@ -33,7 +33,8 @@ import errno
 import os
 import sys
 
-__all__ = ["DEBUG_ENV", "USER_ERROR_EXIT", "BUG_EXIT", "debug_enabled", "one_line", "os_error_message", "user_message"]
+__all__ = ["BUG_EXIT", "DEBUG_ENV", "INTERRUPTED_EXIT", "USER_ERROR_EXIT", "debug_enabled", "one_line",
+           "os_error_message", "user_message"]
 
 DEBUG_ENV = "ATTNKIT_DEBUG"  # set to 1 for a traceback with every error
 USER_ERROR_EXIT, BUG_EXIT, INTERRUPTED_EXIT = 2, 1, 130

@@ -172,3 +172,18 @@ def test_a_full_disk_during_extraction_says_the_disk_is_full(small_disk, tmp_pat
         safe_extract_tar(archive, small_disk / "data")
     assert "damaged" not in str(error.value)
     assert os.listdir(small_disk / "data") == []  # the staging folder is gone too
+
+
+def test_temporaries_of_dead_processes_are_removed_by_the_next_write(tmp_path):
+    from attnkit._files import remove_stale_temporaries, write_bytes
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its PID no longer runs
+    stale, live = tmp_path / f".model.safetensors.tmp-{dead.pid}", tmp_path / f".other.tmp-{os.getpid()}"
+    stale.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    write_bytes(tmp_path / "model.safetensors", b"whole")
+    assert not stale.exists() and live.exists()  # the next write of the name removes the dead writer's file
+    (tmp_path / f".run.json.tmp-{dead.pid}").write_text("{")
+    assert remove_stale_temporaries(tmp_path) == [tmp_path / f".run.json.tmp-{dead.pid}"]  # what a run start does
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model.safetensors"]

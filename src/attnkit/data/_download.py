@@ -54,7 +54,6 @@ __all__ = [
 MIRROR_ENV = "ATTNKIT_DATA_MIRROR"  # base URL of a mirror laid out as MIRROR/DATASET/FILENAME
 _CHUNK = 1 << 20  # bytes per read: large enough to be fast, small enough for a smooth progress bar
 _TIMEOUT = 60.0  # seconds without data before a connection counts as dead
-_SPARE = 16 << 20  # bytes left free on the disk after a download, for everything else that writes there
 # What a broken archive raises while it is read (gzip.BadGzipFile is an OSError: told apart from the disk's).
 _DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 
@@ -178,7 +177,7 @@ def _check_free_space(part: Path, size: int, url: str) -> None:
         free = shutil.disk_usage(part.parent).free
     except OSError:  # cannot tell: let the writes find out
         return
-    if size + _SPARE > free:
+    if size > free:
         raise OSError(errno.ENOSPC, f"not enough space to download {url}: it needs {size / 2**20:,.0f} MiB, "
                                     f"{free / 2**20:,.0f} MiB are free", str(part))
 
