@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..validation import suggest
+from ..validation import check_int, suggest
 
-__all__ = ["DATA_ENV", "DataSet", "ImageTensors", "data_root", "fixed_subset", "list_datasets", "load_dataset",
-           "register_dataset"]
+__all__ = ["DATA_ENV", "DataSet", "ImageTensors", "data_root", "evenly_spaced", "fixed_subset", "list_datasets",
+           "load_dataset", "register_dataset"]
 
 DATA_ENV = "ATTNKIT_DATA"  # overrides the default data root ~/.cache/attnkit/data
 SPLITS = ("train", "test")
@@ -110,6 +110,16 @@ class ImageTensors:
 
 def _describe(x) -> str:
     return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def evenly_spaced(total: int, count: int) -> Tensor:
+    """``min(count, total)`` sorted indices spread evenly over ``range(total)``, first and last included.
+
+    >>> evenly_spaced(10, 4).tolist()
+    [0, 3, 6, 9]
+    """
+    check_int("count", count, minimum=1)
+    return torch.linspace(0, total - 1, min(count, total)).round().long().unique()
 
 
 def fixed_subset(data: DataSet, limit: int | None) -> DataSet:

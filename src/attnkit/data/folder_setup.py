@@ -28,10 +28,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from ._dataset import fixed_subset
+from ._dataset import evenly_spaced, fixed_subset
 from .folder import Channels, ImageFolderData, imagenet_normalization, load_image_folder
 from .loader import DecodedFolder
 
@@ -53,8 +52,8 @@ def measure_normalization(data: ImageFolderData, size: int, workers: int = 0,
                           limit: int = STATS_IMAGES) -> tuple[tuple[float, ...], tuple[float, ...], int]:
     """(mean, std, images used): per-channel statistics on the 0..1 scale of at most ``limit`` images of
     ``data`` spread evenly through it, decoded as :func:`decode_folder` does. Sums are exact (int64)."""
-    index = np.unique(np.linspace(0, len(data) - 1, min(limit, len(data))).round().astype(np.int64))
-    pixels = data.pixels[torch.from_numpy(index)] if data.pixels is not None else _decode(data, index, size, workers)
+    index = evenly_spaced(len(data), limit)
+    pixels = data.pixels[index] if data.pixels is not None else _decode(data, index.tolist(), size, workers)
     return (*_statistics(pixels), len(index))
 
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..validation import check_int
+from ._dataset import evenly_spaced
 from .folder import IMAGE_EXTENSIONS
 from .pixels import decode_image
 
@@ -68,16 +68,6 @@ class LoadedImages:
     boxes: Tensor | None = None  # (N, 4) int64 object boxes x0, y0, x1, y1 (exclusive ends), when known
     classes: list[str] | None = None  # class names
     names: list[str] = field(default_factory=list)  # one name per image (file name or "test[i]")
-
-
-def evenly_spaced(total: int, count: int) -> Tensor:
-    """``min(count, total)`` sorted indices spread evenly over ``range(total)``, first and last included.
-
-    >>> evenly_spaced(10, 4).tolist()
-    [0, 3, 6, 9]
-    """
-    check_int("count", count, minimum=1)
-    return torch.linspace(0, total - 1, min(count, total)).round().long().unique()
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._dataset import evenly_spaced
+
 __all__ = ["GREY_MODES", "decode_image", "grey_folder", "image_is_grey", "to_8bit"]
 
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -78,7 +80,4 @@ def image_is_grey(path: str | os.PathLike) -> bool:
 
 def grey_folder(paths: Sequence[Path], limit: int = 1000) -> bool:
     """Whether the images at ``paths`` are all grey, judged on at most ``limit`` of them spread evenly."""
-    if not paths:
-        return False
-    index = np.unique(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round().astype(np.int64))
-    return all(image_is_grey(paths[i]) for i in index)
+    return bool(paths) and all(image_is_grey(paths[i]) for i in evenly_spaced(len(paths), limit).tolist())
