@@ -21,8 +21,9 @@ gradient or its class maps (CAM transfer: a graph from the CAM layers to the log
 on x, so that in train mode each batch is normalised by its own statistics: the input gradient at x, the
 features and the logits are those of x alone (as with the flip term off), and the gradient at flip(x) is that
 of flip(x) alone. One pass over [x, flip(x)] would normalise both with their joint statistics and move the
-gradient-AT and flip terms from their definitions (measured: 0.93% on a WRN-16-1). The batch-norm running
-statistics are restored after the flipped pass, so they see each training batch once.
+gradient-AT and flip terms from their definitions (measured at initialisation on a WRN-16-1, batch 16 to
+128: the input gradient by 21 to 37%, the terms by up to 0.7%). The flipped pass runs its batch norms on copies
+of their running statistics, so those see each training batch once, as with the flip term off.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from ..features import FeatureCapture, LayerPair
 from .terms import CONSUMES, Term, TermPlan
 
 __all__ = ["Objective", "StepResult"]
+
+_RUNNING = ("running_mean", "running_var", "num_batches_tracked")  # a batch norm's running statistics
 
 
 @dataclass
@@ -196,15 +199,22 @@ class Objective(nn.Module):
             return teacher(images), (None if grad is None else grad.detach())
 
     def _flipped_gradient(self, student: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
-        """The student's input gradient at flip(x), in its graph, from a forward pass of its own (module docstring)."""
-        saved = [(m, [b.clone() for b in _running(m)]) for m in self._norms] if student.training else []
-        with self.autocast():
-            grad = AF.input_gradient(student, images.flip(-1), labels, create_graph=True)
-        with torch.no_grad():
-            for module, buffers in saved:
-                for current, before in zip(_running(module), buffers):
-                    current.copy_(before)
-        return grad
+        """The student's input gradient at flip(x), in its graph, from a forward pass of its own (module docstring).
+
+        In train mode the batch norms run on copies of their running statistics, dropped afterwards: the pass on
+        x updates the real ones once, and no in-place update reaches a tensor this pass's graph saved.
+        """
+        originals = [(m, {n: getattr(m, n) for n in _RUNNING if getattr(m, n) is not None}) for m in self._norms]
+        for module, buffers in originals if student.training else []:
+            for name, buffer in buffers.items():
+                setattr(module, name, buffer.clone())
+        try:
+            with self.autocast():
+                return AF.input_gradient(student, images.flip(-1), labels, create_graph=True)
+        finally:
+            for module, buffers in originals:
+                for name, buffer in buffers.items():
+                    setattr(module, name, buffer)
 
     @staticmethod
     def upgrade_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -235,7 +245,3 @@ def _captured(capture: FeatureCapture | None) -> dict[str, Tensor]:
         return {}
     capture.ordered()
     return dict(capture.features)
-
-
-def _running(module: _BatchNorm) -> list[Tensor]:
-    return [b for b in (module.running_mean, module.running_var, module.num_batches_tracked) if b is not None]

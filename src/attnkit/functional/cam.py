@@ -85,7 +85,8 @@ def grad_cam(
         features: the layer output A, in the autograd graph of ``scores``.
         scores: (B,) the score explained per image.
         method: ``"gradcam"`` or ``"hirescam"`` (module docstring).
-        create_graph: return the map in the autograd graph (differentiable in the network's parameters).
+        create_graph: return the map in the autograd graph (differentiable in the network's parameters);
+            False returns it detached.
         relu: apply the final ReLU (the papers' map).
 
     >>> a = torch.tensor([[[[1.0, 2.0]], [[3.0, -1.0]]]], requires_grad=True)  # (1, 2, 1, 2)
@@ -94,7 +95,10 @@ def grad_cam(
     tensor([[[0., 3.]]])
     """
     (grads,) = score_gradients([features], scores, create_graph)
-    return _cam_map(features, grads, method, relu)
+    if create_graph:
+        return _cam_map(features, grads, method, relu)
+    with torch.no_grad():  # not half in the graph (through A but not through g): detached
+        return _cam_map(features, grads, method, relu)
 
 
 def _cam_map(features: Tensor, grads: Tensor, method: CAMMethodName, relu: bool = True) -> Tensor:
