@@ -65,7 +65,7 @@ METHODS: dict[str, Method] = {m.label: m for m in (
            "Sun et al., CVPR 2024", "logit-standardization-KD (--logit-stand --base-temp 2 --kd-weight 9, CE 0.1)"),
     Method("FitNets", {"hint_beta": 100.0}, "Romero et al., ICLR 2015",
            "RepDistiller (-a 0 -b 100, hint_layer 2); mdistiller (FEAT_WEIGHT 100)"),
-    Method("CAM-T", {"cam_beta": 1000.0}, "attnkit (docs/papers.md, section 6)", "",
+    Method("CAM-T", {"cam_beta": 1000.0}, "attnkit (docs/papers.md, section 6.6)", "",
            "attnkit's method; weight 1000 as AT's, whose comparison of normalised maps it reuses"),
 )}
 

@@ -10,7 +10,7 @@ explain), g = dS/dA (B, C, h, w) and
 through a second backward pass (double backpropagation). :mod:`attnkit.explain`'s GradCAM and HiResCAM take
 their gradients and weights from here.
 
-**CAM transfer** (attnkit's; no paper or public library defines it, docs/papers.md section 6): the student
+**CAM transfer** (attnkit's; no paper or public library defines it, docs/papers.md section 6.6): the student
 matches the teacher's Grad-CAM (or HiResCAM) map of each image's true class, compared as attention transfer
 compares activation maps (Zagoruyko & Komodakis 2017, the code's form):
 
