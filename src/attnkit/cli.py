@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from .errors import BUG_EXIT, INTERRUPTED_EXIT, USER_ERROR_EXIT, debug_enabled, one_line, user_message
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -64,7 +69,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     result = evaluate_run(args.run, weights=args.weights, data=args.data, root=args.root, device=args.device,
                           batch_size=args.batch_size)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, allow_nan=False))  # evaluate_run gives null for non-finite numbers
 
 
 def _map_target(value: str) -> str | int:
@@ -141,15 +146,17 @@ def _recipes(args: argparse.Namespace) -> None:
         print(f"{info.name:<{width}}  {info.model:<17} {info.data:<8} {terms[info.name]:<{terms_width}}  {info.paper} ({info.source})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+DEBUG_HELP = "print the traceback of any error (also: ATTNKIT_DEBUG=1)"
 
-    parser = argparse.ArgumentParser(
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="attnkit",
         description="Attention in convolutional networks: attention transfer, trainable attention, attention maps.",
     )
     parser.add_argument("--version", action="version", version=f"attnkit {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     bench = commands.add_parser("bench", help="run a benchmark suite and print measured ratios")
     from .bench import add_arguments
@@ -257,15 +264,42 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-maps", action="store_true", help="skip attention maps (e.g. when the data is elsewhere)")
     report.add_argument("--device", default="cpu", help="device for the maps (default: cpu)")
     report.set_defaults(func=_report)
+    for sub in commands.choices.values():  # also after the command: `attnkit train ... --debug`
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    parser.command_parsers = commands.choices
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line error form (``attnkit CMD: error: ...``) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    """Run the ``attnkit`` command; failures follow the one error policy of :mod:`attnkit.errors`."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser: `attnkit train: error: ...`
+        parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
-    except (KeyError, ValueError, OSError, FloatingPointError) as err:
-        # Expected failures (bad recipe, missing file, diverged run) get one line, not a traceback.
-        message = err.args[0] if err.args else str(err)
+    except KeyboardInterrupt:
+        if args.debug or debug_enabled():
+            raise
+        print(f"attnkit {args.command}: interrupted", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
+    except Exception as err:
+        message = user_message(err)
+        if args.debug or debug_enabled():
+            raise
+        if message is None:  # a bug: the traceback is what a report needs
+            traceback.print_exc()
+            print(f"attnkit {args.command}: internal error: {one_line(f'{type(err).__name__}: {err}')}. This is a bug "
+                  f"in attnkit {__version__}; please report it with the command and the traceback above "
+                  f"(--debug shows one for every error)", file=sys.stderr)
+            sys.exit(BUG_EXIT)
         print(f"attnkit {args.command}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)

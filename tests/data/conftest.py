@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +19,8 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)  # URL path -> body
     truncate: set[str] = field(default_factory=set)  # paths whose body breaks off halfway (full Content-Length)
     ignore_range: set[str] = field(default_factory=set)  # paths served whole even when a Range is asked for
+    reset: set[str] = field(default_factory=set)  # paths whose connection is reset (RST) after half the body
+    announce: dict[str, int] = field(default_factory=dict)  # paths whose Content-Length claims this many bytes
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header) in order
 
 
@@ -45,8 +50,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         rest = body[start:]
-        self.send_header("Content-Length", str(len(rest)))
+        self.send_header("Content-Length", str(state.announce.get(self.path, len(rest))))
         self.end_headers()
+        if self.path in state.reset:  # half the body, time to read it, then a reset instead of an orderly close
+            self.wfile.write(rest[: len(rest) // 2])
+            self.wfile.flush()
+            time.sleep(0.3)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
         # A truncated transfer: announce every byte, send half, close the connection (HTTP/1.0 closes after this).
         self.wfile.write(rest[: len(rest) // 2] if self.path in state.truncate else rest)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -274,3 +277,57 @@ def test_part_file_longer_than_the_file_is_discarded_after_416(file_server, tmp_
     download_file(f"{file_server.url}/f.bin", tmp_path / "f.bin", Resource("f.bin", "unused", md5=fmt.md5(body)))
     assert (tmp_path / "f.bin").read_bytes() == body and _files(tmp_path) == ["f.bin"]
     assert file_server.requests == [("/f.bin", "bytes=3004-"), ("/f.bin", None)]
+
+
+# --- connection resets, full disks, killed extractions -----------------------------------------------------
+
+
+def test_a_reset_connection_keeps_every_byte_that_arrived_and_resumes(file_server, tmp_path):
+    body = os.urandom(200_000)
+    file_server.files["/f.bin"] = body
+    file_server.reset.add("/f.bin")
+    resource = Resource("f.bin", "unused", md5=fmt.md5(body))
+    with pytest.raises(DownloadError, match="broke off after 100000 bytes") as error:
+        download_file(f"{file_server.url}/f.bin", tmp_path / "f.bin", resource)
+    assert "\n" not in str(error.value) and (tmp_path / "f.bin.part").read_bytes() == body[:100_000]
+    file_server.reset.clear()
+    download_file(f"{file_server.url}/f.bin", tmp_path / "f.bin", resource)
+    assert file_server.requests[-1] == ("/f.bin", "bytes=100000-") and (tmp_path / "f.bin").read_bytes() == body
+
+
+def test_a_file_larger_than_the_free_space_is_refused_before_writing(file_server, tmp_path):
+    from attnkit.errors import user_message
+
+    file_server.files["/huge.bin"] = b"x" * 1000
+    file_server.announce["/huge.bin"] = 10 ** 14  # 100 TB announced
+    with pytest.raises(OSError) as error:
+        download_file(f"{file_server.url}/huge.bin", tmp_path / "huge.bin", Resource("huge.bin", "unused", md5="0" * 32))
+    assert error.value.errno == errno.ENOSPC and _files(tmp_path) == []
+    message = user_message(error.value)
+    assert message.startswith(f"not enough space to download {file_server.url}/huge.bin: it needs 95,367,432 MiB")
+    assert f"({tmp_path / 'huge.bin.part'}); free some space" in message
+
+
+def test_a_killed_extractions_folder_is_removed_by_the_next(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a PID that no longer runs
+    target = tmp_path / "out"
+    (target / f".extract-{dead.pid}-k1ll3d" / "data").mkdir(parents=True)
+    (target / f".extract-{os.getpid()}-mine").mkdir()  # a live process's (this one's): left alone
+    archive = tmp_path / "ok.tar"
+    archive.write_bytes(_tar([GOOD]))
+    assert safe_extract_tar(archive, target) == ["data"]
+    assert sorted(os.listdir(target)) == [f".extract-{os.getpid()}-mine", "data"]
+
+
+def test_a_full_disk_during_extraction_says_so(tmp_path, monkeypatch):
+    archive = tmp_path / "ok.tar"
+    archive.write_bytes(_tar([GOOD]))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", full)
+    with pytest.raises(OSError, match="No space left on device while extracting ok.tar") as error:
+        safe_extract_tar(archive, tmp_path / "out")
+    assert "damaged" not in str(error.value) and error.value.filename == str(tmp_path / "out")

@@ -2,13 +2,15 @@
 
 * :func:`download_file` streams into ``NAME.part`` (resumed with an HTTP ``Range`` request when a ``.part`` is
   already there), checks the size against ``Content-Length`` and the checksum against the table, and only then
-  renames the ``.part`` to ``NAME`` (atomic on one file system). A connection that ends early keeps the
-  ``.part`` for the next call to resume; a checksum mismatch deletes it. The final name therefore only ever
-  holds a complete, verified file.
+  renames the ``.part`` to ``NAME`` (atomic on one file system). A connection that ends early (or is reset)
+  keeps the ``.part``, with every byte that arrived, for the next call to resume; a checksum mismatch deletes
+  it. The final name therefore only ever holds a complete, verified file. A file larger than the free space
+  is refused before anything is written; a full disk is reported as such (``OSError`` ENOSPC naming the file),
+  never as a network or archive problem.
 * :func:`safe_extract_tar` checks *every* member (absolute names, ``..`` escapes, links that resolve outside
   the target, device files) before anything is written, then extracts with ``filter="data"`` into a temporary
-  folder inside the target and moves the top-level entries into place: a refused or broken archive leaves
-  nothing behind.
+  folder inside the target (``.extract-PID-XXXX``) and moves the top-level entries into place: a refused or
+  broken archive leaves nothing behind, and the temporary folder of a killed extraction is removed by the next.
 * :func:`fetch` is what the data sets call: the file under ``root/DATASET/`` if it is there and verified, else
   a download from the mirror (argument ``mirror``, else ``$ATTNKIT_DATA_MIRROR``, else the official URL).
 
@@ -17,8 +19,11 @@ Progress bars (tqdm) are shown only on an interactive terminal and never when ``
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
 import shutil
 import sys
@@ -26,10 +31,13 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
+
+from .._files import naming, remove_stale_temporaries
 
 __all__ = [
     "ChecksumError",
@@ -46,6 +54,8 @@ __all__ = [
 MIRROR_ENV = "ATTNKIT_DATA_MIRROR"  # base URL of a mirror laid out as MIRROR/DATASET/FILENAME
 _CHUNK = 1 << 20  # bytes per read: large enough to be fast, small enough for a smooth progress bar
 _TIMEOUT = 60.0  # seconds without data before a connection counts as dead
+# What a broken archive raises while it is read (gzip.BadGzipFile is an OSError: told apart from the disk's).
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 
 
 class DownloadError(OSError):
@@ -137,6 +147,8 @@ def download_file(url: str, dest: Path, resource: Resource) -> Path:
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
+        if length is not None:
+            _check_free_space(part, int(length), url)
         received = _stream(response, part, offset, total, dest.name, url)
     if total is not None and received < total:
         raise DownloadError(
@@ -159,23 +171,48 @@ def _resumes_at(response, offset: int) -> bool:
     return response.status == 206 and content_range.startswith(f"bytes {offset}-")
 
 
+def _check_free_space(part: Path, size: int, url: str) -> None:
+    """Refuse, before writing, a download of ``size`` more bytes than the disk holding ``part`` has free."""
+    try:
+        free = shutil.disk_usage(part.parent).free
+    except OSError:  # cannot tell: let the writes find out
+        return
+    if size > free:
+        raise OSError(errno.ENOSPC, f"not enough space to download {url}: it needs {size / 2**20:,.0f} MiB, "
+                                    f"{free / 2**20:,.0f} MiB are free", str(part))
+
+
 def _stream(response, part: Path, offset: int, total: int | None, label: str, url: str) -> int:
-    """Append (or write, when ``offset`` is 0) the body to ``part``; returns the bytes now in ``part``."""
+    """Append (or write, when ``offset`` is 0) the body to ``part``; returns the bytes now in ``part``.
+
+    Reads with ``read1`` (what one network read returns), so that a connection reset loses no byte that
+    arrived; those bytes are written before the error is raised, and the next call resumes after them.
+    """
+    read = getattr(response, "read1", response.read)
     received = offset
-    with open(part, "ab" if offset else "wb") as f, tqdm(
+    with naming(part), open(part, "ab" if offset else "wb") as f, tqdm(
         total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=_quiet()
     ) as bar:
-        try:
-            while chunk := response.read(_CHUNK):
-                f.write(chunk)
+        while True:
+            broken: Exception | None = None
+            try:
+                chunk = read(_CHUNK)
+            except http.client.IncompleteRead as err:  # the bytes of the broken read still count
+                chunk, broken = err.partial, err
+            except OSError as err:  # connection reset, timeout
+                chunk, broken = b"", err
+            if chunk:
+                f.write(chunk)  # a full disk raises here: OSError(ENOSPC) naming the .part, not a network error
                 received += len(chunk)
                 bar.update(len(chunk))
-        except (http.client.IncompleteRead, OSError) as err:
-            raise DownloadError(
-                f"downloading {url} broke off after {received} bytes ({err}); the partial file {part} is kept "
-                "and the next call resumes it"
-            ) from err
-    return received
+            if broken is not None:
+                f.flush()
+                raise DownloadError(
+                    f"downloading {url} broke off after {received} bytes ({broken}); the partial file {part} is "
+                    "kept and the next call resumes it"
+                ) from broken
+            if not chunk:
+                return received
 
 
 def _finish(part: Path, dest: Path, resource: Resource, url: str, restart: bool = False) -> Path:
@@ -206,11 +243,12 @@ def safe_extract_tar(archive: Path, target: Path) -> list[str]:
     if not hasattr(tarfile, "data_filter"):
         raise RuntimeError("safe tar extraction needs Python >= 3.10.12 or >= 3.11.4 (tarfile extraction filters)")
     target.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target, prefix=".extract-")  # left by an extraction that was killed
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             _check_members(members)
-            staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+            staging = Path(tempfile.mkdtemp(prefix=f".extract-{os.getpid()}-", dir=target))
             try:
                 tar.extractall(staging, members=members, filter="data")
                 names = sorted(os.listdir(staging))
@@ -218,8 +256,12 @@ def safe_extract_tar(archive: Path, target: Path) -> list[str]:
                     _replace(staging / name, target / name)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-    except (tarfile.TarError, EOFError, OSError) as err:
+    except _DAMAGED + (gzip.BadGzipFile,) as err:
         raise ValueError(f"cannot extract {archive}: {err}; the archive is damaged, delete it and download again") from err
+    except OSError as err:  # the disk's problem (full, read-only, permission), not the archive's
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, f"{err.strerror} while extracting {archive.name}", str(err.filename or target)) from err
     return names
 
 

@@ -1,7 +1,9 @@
 """Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``), decoded with Pillow while streaming.
 
 Class names are the sorted sub-folder names; images are the files under each (recursively, sorted) whose
-extension Pillow commonly reads. If ``ROOT`` has a ``train`` sub-folder it is taken to hold split folders:
+extension Pillow commonly reads. Links to directories are followed (a class folder may be, or hold, a link to
+images elsewhere), but each real directory is listed once, under the first class (in sorted order) that
+reaches it, and never the root or what lies above it: a link loop ends, and no file is listed twice. If ``ROOT`` has a ``train`` sub-folder it is taken to hold split folders:
 ``ROOT/train`` for ``split="train"`` and ``ROOT/test`` (or ``ROOT/val``, as in ImageNet) for ``"test"``;
 otherwise ``ROOT`` itself is the class directory for either split.
 
@@ -93,13 +95,11 @@ def load_image_folder(
     if not classes:
         raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
     samples = []
+    # Directories already listed: the root and every class folder, then whatever the walks reach.
+    visited = {(st.st_dev, st.st_ino) for st in (os.stat(directory / name) for name in ("", *classes))}
+    root = os.path.realpath(directory)
     for label, name in enumerate(classes):
-        files = sorted(
-            Path(folder) / f
-            for folder, _, names in os.walk(directory / name, followlinks=True)
-            for f in names
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = _image_files(directory / name, visited, root)
         if not files:
             raise FileNotFoundError(
                 f"class folder {directory / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -107,6 +107,37 @@ def load_image_folder(
             )
         samples += [(f, label) for f in files]
     return ImageFolderData(directory, samples, classes, tuple(mean), tuple(std))
+
+
+def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list[Path]:
+    """The files under ``folder`` with an image extension, sorted.
+
+    Links to directories are followed, but never into a directory already listed (``visited``: (device, inode)
+    of every directory seen so far, shared by all classes) nor into ``root`` or one of its ancestors (real
+    paths): a link loop (``CLASS/loop -> ..``) ends, and no file is listed twice.
+    """
+    files: list[Path] = []
+    pending = [folder]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as listing:  # an unreadable folder is an error naming it
+            entries = sorted(listing, key=lambda entry: entry.name)  # the first link (by name) to a directory wins
+        for entry in entries:
+            if not entry.is_dir():  # files, and links to files (broken links included: decoding names them)
+                if entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(Path(entry.path))
+                continue
+            status = os.stat(entry.path)
+            identity = (status.st_dev, status.st_ino)
+            if identity in visited:
+                continue
+            if entry.is_symlink():
+                real = os.path.realpath(entry.path)
+                if os.path.commonpath([root, real]) == real:  # root itself or above it: everything again
+                    continue
+            visited.add(identity)
+            pending.append(Path(entry.path))
+    return sorted(files)
 
 
 def _split_directory(root: Path, split: str) -> Path:
@@ -134,7 +165,7 @@ def load_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except Exception as err:  # Pillow's decoders raise many types on broken or hostile files; all mean "bad file"
         raise ValueError(f"cannot decode image {path}: {err}") from err
 
 

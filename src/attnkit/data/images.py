@@ -108,13 +108,14 @@ def read_images(
     arrays = []
     for file in files:
         try:
-            image = Image.open(file)
+            with Image.open(file) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"cannot read {file} as an image ({err}); pass image files or directories of them") from None
-        with image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
-            arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
+        except Exception as err:  # decompression bombs, and whatever else Pillow's decoders raise on hostile files
+            raise ValueError(f"cannot read {file} as an image ({err})") from None
+        arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
     return LoadedImages(Normalizer(mean, std)(pixels), list(mean), list(std), names=[f.name for f in files])
 

@@ -322,7 +322,7 @@ class FolderLoader:
         ))
         for step_keys in keys:
             if step_keys:
-                images, labels = next(decoded)  # (b, S, S, 3) uint8, (b,) int64
+                images, labels = _next_batch(decoded)  # (b, S, S, 3) uint8, (b,) int64
             else:  # this rank's share of a last partial evaluation batch can be empty; it still takes the step
                 size = self.dataset.size
                 images, labels = torch.empty(0, size, size, 3, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
@@ -337,6 +337,23 @@ class FolderLoader:
             positions = torch.arange(step * self.batch_size, min((step + 1) * self.batch_size, len(order)))
             batches.append([(order[p], epoch, p) for p in torch.tensor_split(positions, self.world_size)[self.rank].tolist()])
         return batches
+
+
+def _next_batch(batches: Iterator):
+    """The next batch of a DataLoader; an error in a worker is raised as the worker raised it (one line naming
+    the file), not wrapped in DataLoader's "Caught ... in DataLoader worker process" report with its traceback."""
+    try:
+        return next(batches)
+    except Exception as err:
+        text = str(err)
+        if not (text.startswith("Caught ") and "Original Traceback" in text):
+            raise
+        kind, _, message = text.strip().splitlines()[-1].partition(": ")  # the worker's "ValueError: cannot ..."
+        try:
+            unwrapped = type(err)(message or kind)
+        except Exception:  # an exception type that needs other arguments: keep DataLoader's
+            raise err from None
+        raise unwrapped from None
 
 
 def make_loader(data, batch_size: int, *, train: bool, device: str | torch.device = "cpu", **options):

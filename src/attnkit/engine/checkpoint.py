@@ -1,14 +1,16 @@
 """The files of a run, one at a time: atomic writes, safetensors weights with metadata, RNG state.
 
 Every file is written to a temporary name, flushed to disk and renamed over its target, so a crash leaves either
-the old or the new file, never half of one. Where the files go, and checkpoints made of two of them, is the
+the old or the new file, never half of one (:func:`attnkit._files.atomic_write`). Weights and training state
+are serialised in memory and written with Python's file I/O, so a full disk is an ``OSError`` (ENOSPC) naming
+the file, and a file holding NaN or inf is never written as a checkpoint (the trainer checks first). Where the files go, and checkpoints made of two of them, is the
 business of :class:`attnkit.engine.rundir.RunDir`.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import platform
 import random
 from collections.abc import Callable, Mapping
@@ -18,8 +20,11 @@ from typing import Any
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
+
+from .._files import atomic_write, write_bytes
 
 __all__ = [
     "atomic_write",
@@ -28,6 +33,7 @@ __all__ = [
     "load_weights",
     "restore_rng_state",
     "rng_state",
+    "save_state",
     "save_weights",
     "write_json",
     "write_text",
@@ -48,34 +54,6 @@ def __getattr__(name: str) -> Any:
 METADATA_KEY = "attnkit"
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary_path)``, fsync the result and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported everywhere (e.g. Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_text(path: str | Path, text: str) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
@@ -88,8 +66,15 @@ def write_json(path: str | Path, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes repeated values out in full: recipes and config.yaml are read by a loader that refuses aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def write_yaml(path: str | Path, value: Any) -> None:
-    write_text(path, yaml.safe_dump(value, sort_keys=False))
+    write_text(path, yaml.dump(value, Dumper=_PlainDumper, sort_keys=False))
 
 
 def library_versions() -> dict[str, str]:
@@ -104,8 +89,14 @@ def library_versions() -> dict[str, str]:
 def save_weights(model: nn.Module, path: str | Path, info: Mapping[str, Any]) -> None:
     """Save the model's state dict as safetensors with ``info`` (JSON) in the metadata, atomically."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
-    metadata = {METADATA_KEY: json.dumps(info)}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    write_bytes(path, safetensors_bytes(state, metadata={METADATA_KEY: json.dumps(info)}))
+
+
+def save_state(state: Mapping[str, Any], path: str | Path) -> None:
+    """``torch.save`` a training state (tensors, numbers, strings and containers of them) atomically."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -119,7 +110,12 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types on corrupt files
         raise ValueError(f"{path} is not a readable safetensors file ({err}); was it truncated?") from None
-    info = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+    try:
+        info = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: its attnkit metadata is not valid JSON ({err.msg}); the file was edited") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: its attnkit metadata is not a mapping; the file was edited")
     return state, info
 
 

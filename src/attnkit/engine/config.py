@@ -37,7 +37,7 @@ from ..functional.transfer import Mode
 from ..recipes import ConfigError, apply_overrides, load_recipe
 from ..validation import choices, describe_choices, is_int, is_real, suggest
 from .optim import OptimizerName, ScheduleName, WeightSchedule
-from .runtime import Precision
+from .runtime import DEFAULT_DDP_TIMEOUT, Precision, parse_device
 
 __all__ = [
     "ConfigError",
@@ -167,6 +167,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
     compile_backend: str = "inductor"  # torch.compile backend (inductor = generated kernels; aot_eager = tracing only)
     sync_bn: bool = False  # multi-GPU runs: batch-norm statistics over all processes (SyncBatchNorm is CUDA-only)
+    ddp_timeout: float = DEFAULT_DDP_TIMEOUT  # multi-process runs: seconds to wait for a stopped or lost process
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
     progress: Literal["auto"] | bool = "auto"  # auto (a bar on a terminal, none under CI) | true | false
@@ -304,6 +305,12 @@ def validate(config: RunConfig) -> None:
     _require(not (config.compile and k.double_backprop), "compile",
              "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta, "
              "distill.cam_beta)")
+    if config.device != "auto":
+        try:
+            parse_device(config.device)
+        except ValueError as err:
+            raise ConfigError("device", str(err).removeprefix("device ")) from None
+    _require(config.ddp_timeout > 0, "ddp_timeout", f"must be > 0 seconds, got {config.ddp_timeout}")
     _require(config.eval_every >= 1, "eval_every", f"must be >= 1, got {config.eval_every}")
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
 

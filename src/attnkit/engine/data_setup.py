@@ -122,7 +122,9 @@ def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...]) -
     except KeyError as err:
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
-        raise ConfigError("data.root", f"{err.args[0] if err.args else err}; pass data.download=true to fetch it") from None
+        message = str(err.args[0] if err.args else err)
+        hint = "; pass data.download=true to fetch it" if "download=True" in message else ""  # not for folders
+        raise ConfigError("data.root", message + hint) from None
 
 
 def make_split_loader(
@@ -147,12 +149,19 @@ def _download_once(fetch, dist: Distributed) -> None:
     Global rank 0 downloads first; then the first rank of every other machine fetches whatever its machine still
     lacks (nothing, when the machines share the data directory).
     """
-    if dist.is_main:
-        fetch()
-    dist.barrier()
-    if int(os.environ.get("LOCAL_RANK", dist.rank)) == 0 and not dist.is_main:
-        fetch()
-    dist.barrier()
+    for turn in (dist.is_main, int(os.environ.get("LOCAL_RANK", dist.rank)) == 0 and not dist.is_main):
+        error = None
+        if turn:
+            try:
+                fetch()
+            except Exception as err:  # the others must not wait for a download that failed
+                error = err
+        dist.barrier(long=True)  # a download may take longer than ddp_timeout
+        failures = [f for f in dist.all_gather_object(None if error is None else str(error)) if f is not None]
+        if error is not None:
+            raise error
+        if failures:
+            raise ConfigError("data", f"another process could not fetch the data: {failures[0]}")
 
 
 def _loader_options(data: Any, d: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ def evaluate_run(
     """Top-1 / top-5 / loss of a run's weights on the test split of its data set (or ``data``).
 
     ``path`` is a run directory (its config.yaml gives the data settings) or a bare attnkit weights file.
+    Numbers that are not finite are returned as None, with a ``note`` saying why (the result is valid JSON).
     """
     path = Path(path)
     run_dir = RunDir(path) if path.is_dir() else None
@@ -40,4 +42,11 @@ def evaluate_run(
     if test_info["num_classes"] != info["num_classes"]:
         raise ValueError(f"{config.data.name} has {test_info['num_classes']} classes but the model predicts {info['num_classes']}")
     metrics = evaluate(model, test_loader.epoch_batches(0), dev, resolve_precision("auto", dev))
-    return {"run": str(path), "weights": weights, "data": config.data.name, **metrics}
+    result = {"run": str(path), "weights": weights, "data": config.data.name, **metrics}
+    # JSON has no NaN or inf: such a number is null, and a note says why.
+    bad = [key for key, value in result.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        result.update({key: None for key in bad})
+        result["note"] = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow on this data; "
+                          "were its weights trained with a diverging learning rate?")
+    return result

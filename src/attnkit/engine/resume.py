@@ -1,7 +1,8 @@
 """Continuing a run: which settings may change on the way, and the config a resumed run goes on with.
 
 A run resumes from its own ``config.yaml`` where its directory is *now* (``out`` is taken from the directory,
-so a copied or moved run continues in place). A recipe or overrides given with the resume may change only the
+so a copied or moved run continues in place), from its newest checkpoint -- or from the beginning when it was
+stopped before writing its first one. A recipe or overrides given with the resume may change only the
 settings in :data:`RESUME_NEUTRAL`, which do not change the numbers; anything else is refused, naming the keys.
 """
 
@@ -18,7 +19,7 @@ __all__ = ["RESUME_NEUTRAL", "check_resumable", "config_differences", "resume_co
 
 # Settings that may change between a run and its resumption without changing the result.
 RESUME_NEUTRAL = frozenset({"out", "progress", "tensorboard", "data.root", "data.download", "data.workers",
-                            "data.eval_batch_size", "eval_every"})
+                            "data.eval_batch_size", "eval_every", "ddp_timeout"})
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
@@ -27,9 +28,8 @@ def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
 
 
 def check_resumable(run_dir: RunDir, config: RunConfig) -> None:
-    """Raise unless ``run_dir`` has a checkpoint and ``config`` agrees with its config.yaml."""
-    if run_dir.checkpoint_pointer() is None:
-        raise ConfigError("out", f"nothing to resume: {run_dir.path} has no checkpoint.json")
+    """Raise unless ``run_dir`` holds a run (its config.yaml) and ``config`` agrees with its config.yaml."""
+    _check_holds_run(run_dir)
     differences = config_differences(run_dir.config(), config)
     if differences:
         raise ConfigError("resume", f"the config differs from {run_dir.file(run_dir.CONFIG)} at {', '.join(differences)}; "
@@ -49,11 +49,16 @@ def resume_config(path: str | Path, values: Mapping[str, Any] | None = None) -> 
         The run's config with ``out`` = ``path`` and the neutral settings of ``values``.
     """
     run_dir = RunDir(path)
-    if run_dir.checkpoint_pointer() is None:
-        raise ConfigError("out", f"nothing to resume: {run_dir.path} has no checkpoint.json")
+    _check_holds_run(run_dir)
     config = run_dir.config() if values is None else config_from_dict({**values, "out": str(run_dir.path)})
     check_resumable(run_dir, config)
     return config
+
+
+def _check_holds_run(run_dir: RunDir) -> None:
+    if not run_dir.file(run_dir.CONFIG).is_file():
+        raise ConfigError("out", f"nothing to resume: {run_dir.path} holds no run (no {run_dir.CONFIG}); a run stopped "
+                                 "before writing it never started: start it again with its train command")
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

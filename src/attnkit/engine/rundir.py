@@ -7,18 +7,21 @@
     checkpoint.json         pointer to the newest complete training checkpoint
     ckpt-EEEE-SSSSSS.safetensors / .pt   model weights / optimiser, schedule, RNG, epoch, step
     metrics.jsonl           one record per epoch;   summary.json   the finished run;   tensorboard/
+    run.lock                held (an OS file lock) by the process training in the directory
 
 Everyone who reads a run (training and resuming, ``attnkit eval``, the report, the demo) goes through
 :class:`RunDir`; ``load_model`` and ``load_run_info`` also take a bare ``.safetensors`` file written by attnkit.
 A training checkpoint is two files; it only becomes *the* checkpoint when the pointer file, written last, names
 it, so a crash between the two writes leaves the previous checkpoint in force. Checkpoint state is read with
-``torch.load(weights_only=True)``: no pickled code.
+``torch.load(weights_only=True)``: no pickled code. A file that cannot be read (truncated, edited, hostile) is a
+``ValueError`` naming it; one run at a time trains in a directory (:meth:`RunDir.lock`, :mod:`.run_lock`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +32,9 @@ from torch import nn
 
 from ..models import create_model
 from ..recipes import load_recipe
-from .checkpoint import atomic_write, check_state_dict, load_weights, save_weights, write_json, write_yaml
+from .checkpoint import check_state_dict, load_weights, save_state, save_weights, write_json, write_yaml
 from .config import RunConfig, config_from_dict, config_to_dict
+from .run_lock import LOCK_FILE, RunLock
 from .run_log import read_metrics
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
@@ -74,6 +78,7 @@ class RunDir:
     """The run directory at ``path`` (which need not exist yet)."""
 
     CONFIG, INFO, POINTER, METRICS, SUMMARY = "config.yaml", "run.json", "checkpoint.json", "metrics.jsonl", "summary.json"
+    LOCK = LOCK_FILE
     WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
     TENSORBOARD = "tensorboard"
 
@@ -91,12 +96,19 @@ class RunDir:
         """A run was started here (a checkpoint) or finished here (final weights)."""
         return self.checkpoint_pointer() is not None or self.file(self.WEIGHTS["final"]).is_file()
 
+    def lock(self) -> RunLock:
+        """Take the directory's run lock (created if needed) for a run; raises ``RunDirLocked`` if a run holds it."""
+        return RunLock.acquire(self.path)
+
     # -- what the run records ----------------------------------------------------------------------------
 
     def config_values(self) -> dict[str, Any]:
         """config.yaml as a nested dict, its ``out`` set to where the directory is now."""
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"no run directory at {self.path}")
         if not self.file(self.CONFIG).is_file():
-            raise FileNotFoundError(f"{self.path} is not an attnkit run directory (no {self.CONFIG})")
+            raise FileNotFoundError(f"{self.path} is not an attnkit run directory (no {self.CONFIG}); if a run was "
+                                    "stopped before writing it, start it again with its train command")
         return {**load_recipe(self.file(self.CONFIG)), "out": str(self.path)}
 
     def config(self) -> RunConfig:
@@ -106,7 +118,7 @@ class RunDir:
     def info(self, which: Weights = "final") -> RunInfo:
         """run.json, else the metadata of the ``which`` weights."""
         if self.file(self.INFO).is_file():
-            return RunInfo.from_dict(json.loads(self.file(self.INFO).read_text()))
+            return RunInfo.from_dict(_read_json(self.file(self.INFO)))
         _, info = load_weights(self.weights(which))
         if not info:
             raise ValueError(f"{self.path} has no run.json and its weights carry no attnkit metadata")
@@ -119,7 +131,7 @@ class RunDir:
     def summary(self) -> dict[str, Any] | None:
         """summary.json of a finished run, else None."""
         path = self.file(self.SUMMARY)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return _read_json(path) if path.is_file() else None
 
     def write_start(self, config: RunConfig, info: RunInfo) -> None:
         """config.yaml and run.json of a new run."""
@@ -155,7 +167,13 @@ class RunDir:
     def checkpoint_pointer(self) -> dict[str, Any] | None:
         """checkpoint.json: the newest complete checkpoint's epoch, step and files, or None."""
         pointer = self.file(self.POINTER)
-        return json.loads(pointer.read_text()) if pointer.is_file() else None
+        if not pointer.is_file():
+            return None
+        values = _read_json(pointer)
+        if not (isinstance(values, dict) and {"epoch", "step", "weights", "state"} <= set(values)):
+            raise ValueError(f"{pointer} does not name a checkpoint (epoch, step, weights, state); the run directory "
+                             "was edited")
+        return values
 
     def save_checkpoint(self, model: nn.Module, info: RunInfo | Mapping[str, Any], state: Mapping[str, Any],
                         epoch: int, step: int) -> None:
@@ -167,7 +185,7 @@ class RunDir:
         stem = f"ckpt-{epoch:04d}-{step:06d}"
         metadata = info.to_dict() if isinstance(info, RunInfo) else dict(info)
         save_weights(model, self.file(f"{stem}.safetensors"), metadata)
-        atomic_write(self.file(f"{stem}.pt"), lambda tmp: torch.save(dict(state, epoch=epoch, step=step), tmp))
+        save_state(dict(state, epoch=epoch, step=step), self.file(f"{stem}.pt"))
         write_json(self.file(self.POINTER), {"epoch": epoch, "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.pt"})
         for old in self.path.glob("ckpt-*"):
             if old.stem != stem:
@@ -179,7 +197,7 @@ class RunDir:
         if pointer is None:
             raise FileNotFoundError(f"nothing to resume in {self.path}: no checkpoint.json")
         weights, _ = load_weights(self.file(pointer["weights"]))
-        state = torch.load(self.file(pointer["state"]), map_location="cpu", weights_only=True)
+        state = _load_state(self.file(pointer["state"]))
         if (state.get("epoch"), state.get("step")) != (pointer["epoch"], pointer["step"]):
             raise ValueError(f"checkpoint files in {self.path} disagree with checkpoint.json; the run directory was edited")
         return weights, state
@@ -195,11 +213,49 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
                          "build it yourself and call load_state_dict(attnkit.engine.checkpoint.load_weights(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
-    model = create_model(name, num_classes=info.get("num_classes", 10), in_chans=info.get("in_chans", 3),
-                         **info.get("model_kwargs", {}))
+    kwargs = info.get("model_kwargs") or {}
+    try:
+        model = create_model(name, num_classes=info.get("num_classes", 10), in_chans=info.get("in_chans", 3), **kwargs)
+    except (KeyError, TypeError, ValueError) as err:  # metadata edited, or written by another version of attnkit
+        reason = err.args[0] if err.args else err
+        raise ValueError(f"{file} describes a model attnkit cannot build ({name}, model_kwargs {kwargs}: {reason}); "
+                         "was it written by another version of attnkit?") from None
     check_state_dict(model, state, str(file))
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of the run directory; a damaged one is a ``ValueError`` naming the file and the place."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text (UTF-8); it was damaged or replaced") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                         "it was truncated or edited") from None
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's training state: ``torch.load(weights_only=True)``, refusing pickled code, naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; checkpoint.json names it, so the run directory was edited")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says what matters
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:  # permission denied, I/O error: the OS's message names the file
+        raise
+    except Exception as err:  # UnpicklingError (code refused), RuntimeError (truncated zip), EOFError, ...
+        # torch wraps the refusal in advice (load with weights_only=False: run the file's code); keep the refusal
+        lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.strip().startswith(
+            ("Weights only load failed", "Please file an issue", "Check the documentation"))]
+        reason = lines[0] if lines else type(err).__name__
+        raise ValueError(f"{path} is not a readable attnkit training checkpoint ({reason}); only tensors, numbers "
+                         "and containers of them are loaded, never pickled code") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not an attnkit training checkpoint (it holds a {type(state).__name__})")
+    return state
 
 
 def _weights_file(path: str | Path, weights: Weights) -> Path:

@@ -9,18 +9,23 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
+    "DEFAULT_DDP_TIMEOUT",
     "Distributed",
+    "DistributedTimeout",
     "Precision",
     "autocast",
     "bf16_supported",
+    "parse_device",
     "resolve_device",
     "resolve_precision",
     "seed_everything",
@@ -28,6 +33,15 @@ __all__ = [
 
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto = bf16 where the device has it natively, else fp32
+DEFAULT_DDP_TIMEOUT = 300.0  # seconds a process waits in a collective for the others (config key ddp_timeout)
+_LONG_WAIT = 24 * 3600.0  # seconds ranks wait while one downloads the data (a barrier of its own)
+# Words of the backends' errors when a peer stopped answering (gloo: "Timed out waiting 10000ms for recv
+# operation", "Connection closed by peer"; NCCL's watchdog: "Watchdog caught collective operation timeout").
+_PEER_LOST = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+class DistributedTimeout(TimeoutError):
+    """A process of a multi-process run stopped answering (stopped, died or far slower): the run ends."""
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -36,10 +50,18 @@ def resolve_device(spec: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    device = torch.device(spec)
+    device = parse_device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} was asked for but CUDA is not available; use device=cpu")
     return device
+
+
+def parse_device(spec: str) -> torch.device:
+    """``torch.device(spec)``, with a ``ValueError`` naming the accepted forms for text that is not a device."""
+    try:
+        return torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or another torch device type, got {spec!r}") from None
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -89,11 +111,16 @@ class Distributed:
 
     Under ``torchrun`` (RANK / WORLD_SIZE / MASTER_ADDR set), :meth:`from_environment` joins the process group
     (NCCL on CUDA, gloo on the CPU). Rank 0 writes files; metrics are summed over ranks with :meth:`all_reduce`.
+
+    Every collective waits at most ``timeout`` seconds (config key ``ddp_timeout``) for the other processes: a
+    process that is stopped, hangs or died ends the run within that time, and :meth:`explain_failure` turns the
+    backend's error into a :class:`DistributedTimeout` naming the ranks that no longer answer.
     """
 
     rank: int = 0
     world_size: int = 1
     initialized_here: bool = False
+    timeout: float = DEFAULT_DDP_TIMEOUT
 
     @property
     def enabled(self) -> bool:
@@ -104,20 +131,28 @@ class Distributed:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls, device: torch.device) -> Distributed:
+    def from_environment(cls, device: torch.device, timeout: float = DEFAULT_DDP_TIMEOUT) -> Distributed:
         world_size = int(os.environ.get("WORLD_SIZE", 1))
         if world_size <= 1:
             return cls()
         if dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
+            return cls(dist.get_rank(), dist.get_world_size(), timeout=timeout)
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
             # Ranks on one machine share its cores; more threads than cores makes OpenMP spin (measured: a
             # 2-process run on 2 cores with 2 threads each was 60x slower per step than with 1 thread each).
             local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-        dist.init_process_group(backend=backend)
-        return cls(dist.get_rank(), dist.get_world_size(), initialized_here=True)
+        try:
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+        except RuntimeError as err:  # e.g. DistStoreError "Timed out ... waiting for clients. 1/2 clients joined"
+            if not _peer_lost(err):
+                raise
+            rank = os.environ.get("RANK", "?")
+            raise DistributedTimeout(
+                f"rank {rank} of {world_size}: not every process joined the run within ddp_timeout={timeout:g} s "
+                f"({_first_line(err)}); start them all (torchrun does), or raise ddp_timeout") from err
+        return cls(dist.get_rank(), dist.get_world_size(), initialized_here=True, timeout=timeout)
 
     def all_reduce(self, values: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over all ranks (in place and returned); a no-op for one process."""
@@ -144,12 +179,65 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
+    def all_gather_object(self, value: object) -> list[object]:
+        """Every rank's ``value``, in rank order."""
+        if not self.enabled:
+            return [value]
+        values: list[object] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
 
-    def shutdown(self) -> None:
+    def barrier(self, long: bool = False) -> None:
+        """Wait for every rank; ``long``: without the ddp_timeout (e.g. while one rank downloads the data)."""
+        if not self.enabled:
+            return
+        if not long:
+            dist.barrier()
+            return
+        group = dist.new_group(backend="gloo", timeout=timedelta(seconds=_LONG_WAIT))
+        try:
+            dist.barrier(group=group)
+        finally:
+            dist.destroy_process_group(group)
+
+    def explain_failure(self, err: BaseException) -> BaseException:
+        """``err``, or a :class:`DistributedTimeout` naming the silent ranks if ``err`` is a collective that timed
+        out or lost its peers. Takes a few seconds: the ranks still alive tell each other so through the store."""
+        if not self.enabled or isinstance(err, DistributedTimeout) or not _peer_lost(err):
+            return err
+        silent = self._silent_ranks(grace=min(5.0, max(1.0, self.timeout / 4)))
+        if silent:
+            who = f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} of {self.world_size}"
+            what = f"{who} stopped answering"
+        else:
+            what = f"a process of the {self.world_size} stopped answering"
+        return DistributedTimeout(
+            f"{what} (rank {self.rank} gave up after ddp_timeout={self.timeout:g} s: {_first_line(err)}); a process "
+            "was stopped, died or is far slower than the others. Raise ddp_timeout if steps are that slow")
+
+    def _silent_ranks(self, grace: float) -> list[int] | None:
+        """Ranks that did not report themselves alive within ``grace`` seconds, or None if that cannot be told."""
+        try:  # the rendezvous store outlives the failed collective; its accessor is not public
+            store = dist.distributed_c10d._get_default_store()
+            store.set_timeout(timedelta(seconds=grace))
+            store.set(f"attnkit/alive/{self.rank}", "1")
+            time.sleep(grace)  # the other live ranks fail at about the same moment and report in the meantime
+            return [r for r in range(self.world_size) if not store.check([f"attnkit/alive/{r}"])]
+        except Exception:  # the store lived in the lost process, or the API changed: say less
+            return None
+
+    def shutdown(self) -> None:  # after a failure, see explain_failure instead
         """Leave the process group together: a rank tearing it down while another still talks to it can abort."""
         if self.initialized_here and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _peer_lost(err: BaseException) -> bool:
+    """``err`` is a backend's report of a collective that timed out or whose peer went away."""
+    return isinstance(err, RuntimeError) and any(word in str(err).lower() for word in _PEER_LOST)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__

@@ -1,6 +1,6 @@
 """Building a run from its config: every part, each from the ones before it.
 
-    device, processes -> run directory (new, or resumed: its checkpoint) -> data sets and their information
+    device, processes -> run directory (locked; new, or resumed: its checkpoint) -> data sets and their information
     -> student -> teacher -> decisions (loss terms, precision, memory format) -> layer pairs, objective
     -> loaders in the decided memory format -> optimiser, schedule -> wrapping (SyncBN, DDP, torch.compile)
     -> the state to start from
@@ -25,6 +25,7 @@ from .. import functional as AF
 from ..features import LayerPair, default_pairs, pair_layers
 from ..models import create_model, is_model, list_models
 from ..validation import suggest
+from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
 from .data_setup import DataSource, build_loaders, load_data
@@ -32,6 +33,7 @@ from .memory_format import Source, choose_channels_last
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
 from .resume import check_resumable
+from .run_lock import RunDirLocked, RunLock
 from .rundir import RunDir, RunInfo, load_model, load_run_info
 from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
 from .terms import TermPlan, plan_terms
@@ -63,6 +65,7 @@ class StartState:
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "top1": -1.0})  # best evaluation so far
     elapsed: float = 0.0  # training seconds so far
     partial_sums: dict[str, float] = field(default_factory=dict)  # running sums of an interrupted epoch
+    from_checkpoint: bool = False  # restored from a checkpoint (False: a new run, or one stopped before its first)
 
 
 @dataclass
@@ -86,6 +89,12 @@ class Run:
     train_model: nn.Module  # the model as the step calls it (SyncBN, DDP and/or torch.compile wrapped)
     train_teacher: nn.Module | None  # the teacher as the step calls it (compiled with the model)
     start: StartState  # where training starts
+    lock: RunLock | None = None  # the run directory's lock, held by the main process until release()
+
+    def release(self) -> None:
+        """Let go of the run directory (its lock); the run writes nothing more (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's mixed-precision context (nothing for fp32)."""
@@ -117,10 +126,23 @@ def build_run(
             ``loader.epoch_batches(epoch, start)``, with an ``info`` dict or the ``data`` set they read.
     """
     device = resolve_device(config.device)
-    dist = Distributed.from_environment(device)
+    dist = Distributed.from_environment(device, config.ddp_timeout)
     run_dir = RunDir(config.out)
     plan = plan_terms(config.distill)
     _check_names(config, plan, model, teacher)
+    lock = _lock(run_dir, dist, resume)
+    try:
+        return _build(config, resume, device, dist, run_dir, plan, lock, model, teacher, train_loader, test_loader)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distributed, run_dir: RunDir, plan: TermPlan,
+           lock: RunLock | None, model: nn.Module | None, teacher: nn.Module | None, train_loader: Any,
+           test_loader: Any) -> Run:
+    """The rest of :func:`build_run`, once the run directory is this process's."""
     saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
     seed_everything(config.seed)
     data = load_data(config, dist, train_loader, test_loader)
@@ -140,7 +162,7 @@ def build_run(
     info = _run_info(config, data, student, model is not None, decisions)
     start = _restore(saved, run_dir, student, optimizer, scheduler, objective, dist) if saved else StartState()
     return Run(config, resume, device, dist, run_dir, decisions, info, student, teacher, objective,
-               train_batches, test_batches, optimizer, scheduler, train_model, train_teacher, start)
+               train_batches, test_batches, optimizer, scheduler, train_model, train_teacher, start, lock)
 
 
 def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, teacher: nn.Module | None) -> None:
@@ -155,6 +177,25 @@ def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, tea
             raise ConfigError("distill.teacher", f"no teacher checkpoint at {d.teacher} (train one with `attnkit train`)")
 
 
+def _lock(run_dir: RunDir, dist: Distributed, resume: bool) -> RunLock | None:
+    """The main process locks the run directory (every rank fails together if a run holds it) and removes the
+    temporary files of killed writers."""
+    if resume and not run_dir.file(run_dir.CONFIG).is_file():
+        raise ConfigError("out", f"nothing to resume: {run_dir.path} holds no run (no {run_dir.CONFIG})")
+    lock, holder = None, None
+    if dist.is_main:
+        try:
+            lock = run_dir.lock()
+        except RunDirLocked as err:
+            holder = err.holder
+    holder = dist.broadcast_object(holder)
+    if holder is not None:
+        raise RunDirLocked(run_dir.path, holder)
+    if dist.is_main:
+        remove_stale_temporaries(run_dir.path)
+    return lock
+
+
 def _check_new_run(run_dir: RunDir) -> None:
     """A new run needs a directory that holds none."""
     if run_dir.holds_run():
@@ -162,10 +203,11 @@ def _check_new_run(run_dir: RunDir) -> None:
                                  "or choose another out=")
 
 
-def _resume_point(run_dir: RunDir, config: RunConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(weights, training state) of the newest checkpoint, after checking that ``config`` is the run's own."""
+def _resume_point(run_dir: RunDir, config: RunConfig) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """(weights, training state) of the newest checkpoint, after checking that ``config`` is the run's own; None
+    for a run stopped before its first checkpoint (it starts again from the beginning)."""
     check_resumable(run_dir, config)
-    return run_dir.load_checkpoint()
+    return run_dir.load_checkpoint() if run_dir.checkpoint_pointer() is not None else None
 
 
 def _create_model(config: RunConfig, data_info: dict[str, Any]) -> nn.Module:
@@ -291,4 +333,5 @@ def _restore(saved: tuple[dict[str, Tensor], dict[str, Any]], run_dir: RunDir, m
     restore_rng_state(state["rng"])
     # The partial epoch's sums are over all ranks: rank 0 carries them, the others start from zero.
     partial = dict(state["partial_sums"]) if dist.is_main else {}
-    return StartState(state["epoch"], state["step"], dict(state["best"]), float(state["elapsed"]), partial)
+    return StartState(state["epoch"], state["step"], dict(state["best"]), float(state["elapsed"]), partial,
+                      from_checkpoint=True)

@@ -99,7 +99,11 @@ class Trainer:
         self.best, self.elapsed = dict(run.start.best), run.start.elapsed
         if run.resume:
             self.log.truncate_after(run.start.epoch)
-            self.log.message(f"resuming {run.run_dir.path} at epoch {run.start.epoch + 1}, step {run.start.step}")
+            if run.start.from_checkpoint:
+                self.log.message(f"resuming {run.run_dir.path} at epoch {run.start.epoch + 1}, step {run.start.step}")
+            else:
+                self.log.message(f"{run.run_dir.path} has no checkpoint yet (the run stopped before its first one): "
+                                 "starting it from the beginning")
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
@@ -118,9 +122,15 @@ class Trainer:
         run.run_dir.save_checkpoint(run.model, run.info, state, epoch, step)
 
     def _check_weights_finite(self, epoch: int, step: int) -> None:
-        """Never save diverged weights: a finite loss can still be followed by an update to inf."""
-        norms = torch.stack([p.detach().float().norm() for p in self.run.trainable_parameters()])
-        if not bool(torch.isfinite(norms).all()):
+        """Never save diverged weights: a finite loss can still be followed by an update to inf.
+
+        Everything a checkpoint holds is checked: parameters and buffers (batch-norm running statistics overflow
+        first) of the model and of the objective's modules.
+        """
+        tensors = [t for module in (self.run.model, self.run.objective) for t in module.state_dict().values()
+                   if t.is_floating_point() or t.is_complex()]
+        finite = torch.stack([torch.isfinite(t.detach()).all() for t in tensors] or [torch.tensor(True)])
+        if not bool(finite.all()):
             raise FloatingPointError(
                 f"the weights became NaN or inf in epoch {epoch + 1} by step {step}; the last checkpoint in "
                 f"{self.run.run_dir.path} is intact. Lower optim.lr, set optim.grad_clip, or use precision=fp32"
@@ -131,7 +141,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs; returns the summary (also in summary.json)."""
         run, epochs = self.run, self.run.config.optim.epochs
-        if not run.resume and run.dist.is_main:
+        if not run.start.from_checkpoint and run.dist.is_main:
             run.run_dir.write_start(run.config, run.info)
         records = self.log.records() if run.resume else []
         last_eval = records[-1] if records else None
@@ -151,9 +161,10 @@ class Trainer:
                     self.log.log_epoch(record)
                     self.log.message(_epoch_line(record, epochs))
                     self._save_checkpoint(epoch + 1, 0, {})
+            return self._finish(last_eval)
         finally:
             self.log.close()
-        return self._finish(last_eval)
+            run.release()  # the run directory's lock: the run writes nothing more
 
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:
         run = self.run
@@ -259,9 +270,17 @@ def train(config: RunConfig, resume: bool = False, *, model: nn.Module | None = 
     """
     run = build_run(config, resume, model=model, teacher=teacher)
     try:
-        return Trainer(run).fit()
-    finally:
-        run.dist.shutdown()
+        summary = Trainer(run).fit()
+    except BaseException as err:
+        run.release()
+        # A collective that timed out or lost a process: say which rank (and which setting) instead of the
+        # backend's message; no goodbye barrier with processes that may never answer.
+        failure = run.dist.explain_failure(err)
+        if failure is err:
+            raise
+        raise failure from err
+    run.dist.shutdown()
+    return summary
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:

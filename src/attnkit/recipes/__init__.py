@@ -22,6 +22,10 @@ Every packaged recipe (the shared schedules in ``schedules/`` aside) starts with
 
 ``docs/papers.md`` in the repository gives the tables these figures come from.
 
+Recipes (and a run's config.yaml, read the same way) are read with :class:`RecipeLoader`: YAML's safe loader
+(no ``!!python`` tags), refusing aliases (``*name``, with which a few lines can expand exponentially), with
+errors on one line naming the file, line and column. ``base:`` chains may be at most :data:`MAX_BASE_DEPTH` deep.
+
 >>> [r.name for r in list_recipes("cifar10/wrn_16_2_from_*_at*")]
 ['cifar10/wrn_16_2_from_wrn_40_2_at', 'cifar10/wrn_16_2_from_wrn_40_2_at_kd']
 >>> load_recipe("cifar10/wrn_16_2")["optim"]["milestones"]   # from its base, schedules/cifar10_at
@@ -46,7 +50,8 @@ from ..validation import suggest
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["ConfigError", "RecipeInfo", "apply_overrides", "find_recipe", "list_recipes", "load_recipe", "recipe_names"]
+__all__ = ["ConfigError", "MAX_BASE_DEPTH", "RecipeInfo", "RecipeLoader", "apply_overrides", "find_recipe", "list_recipes",
+           "load_recipe", "recipe_names"]
 
 SUFFIX = ".yaml"
 SCHEDULES = "schedules"  # shared bases of the packaged recipes: found by name, not listed as experiments
@@ -57,6 +62,25 @@ _TERMS = {"AT": ("at_beta",), "KD": ("kd_alpha",), "F-ActT": ("fact_beta",), "gr
           "flip": ("flip_beta",), "SP": ("sp_beta",), "NST": ("nst_beta",), "DKD": ("dkd_alpha", "dkd_beta"),
           "FitNets": ("hint_beta",), "CAM-T": ("cam_beta",)}
 _PAPER, _TEACHER = "Paper: ", "First train the teacher: attnkit train "
+MAX_BASE_DEPTH = 32  # recipes in one base: chain; the packaged ones use at most 2
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases: ``*name`` repeats a node, so a few lines of them can stand for an
+    exponentially large document (a "billion laughs"). Anchors alone are harmless and allowed."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}; aliases are refused (they can expand exponentially): "
+                            "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _parse_yaml(text: str) -> Any:
+    """One YAML document read with :class:`RecipeLoader`."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 (RecipeLoader is a SafeLoader)
 
 
 class ConfigError(ValueError):
@@ -172,10 +196,17 @@ def load_recipe(recipe: str | Path) -> dict[str, Any]:
 def _load_recipe(source: _Source, seen: tuple[str, ...]) -> dict[str, Any]:
     if source.key in seen:
         raise ConfigError("base", f"recipes inherit from each other in a cycle: {' -> '.join((*seen, source.key))}")
+    if len(seen) >= MAX_BASE_DEPTH:
+        raise ConfigError("base", f"more than {MAX_BASE_DEPTH} recipes in one base: chain (from {seen[0]} to "
+                                  f"{source}); merge some of them")
     try:
-        values = yaml.safe_load(source.file.read_text(encoding="utf-8")) or {}
+        values = _parse_yaml(source.file.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError("recipe", f"{source} is not UTF-8 text (byte {err.start}); is it a recipe?") from None
     except yaml.YAMLError as err:
         raise ConfigError("recipe", f"{source} is not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise ConfigError("recipe", f"{source} nests its values too deeply to be a recipe") from None
     if not isinstance(values, dict):
         raise ConfigError("recipe", f"{source} must contain a mapping of sections (model, data, optim, distill, ...)")
     base = values.pop("base", None)
@@ -211,9 +242,11 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
             raise ConfigError(item, "overrides look like key=value (e.g. optim.lr=0.05)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw else None
+            value = _parse_yaml(raw) if raw else None
         except yaml.YAMLError as err:
             raise ConfigError(key, f"{raw!r} is not a valid YAML value: {_yaml_problem(err)}") from None
+        except RecursionError:
+            raise ConfigError(key, "the value nests too deeply") from None
         parts = key.strip().split(".")
         target = result
         for part in parts[:-1]:
