@@ -150,10 +150,11 @@ def _recipes(args: argparse.Namespace) -> None:
     if not infos:
         raise KeyError(f"no packaged recipe matches {args.pattern!r}; `attnkit recipes` lists them all")
     width = max(len(info.name) for info in infos)
-    print(f"{'recipe':<{width}}  {'model':<17} {'data':<8} {'terms':<6}  paper (source)")
+    terms = {info.name: "+".join(info.terms) or "-" for info in infos}
+    terms_width = max(6, *map(len, terms.values()))
+    print(f"{'recipe':<{width}}  {'model':<17} {'data':<8} {'terms':<{terms_width}}  paper (source)")
     for info in infos:
-        terms = "+".join(info.terms) or "-"
-        print(f"{info.name:<{width}}  {info.model:<17} {info.data:<8} {terms:<6}  {info.paper} ({info.source})")
+        print(f"{info.name:<{width}}  {info.model:<17} {info.data:<8} {terms[info.name]:<{terms_width}}  {info.paper} ({info.source})")
 
 
 DEBUG_HELP = "print the traceback of any error (also: ATTNKIT_DEBUG=1)"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,8 @@ from .validation import suggest
 __all__ = [
     "FeatureCapture",
     "LayerPair",
+    "PairRule",
+    "default_pairs",
     "eval_mode",
     "eval_no_grad",
     "extract_features",
@@ -60,25 +62,36 @@ class FeatureCapture:
         model: any module.
         paths: module paths to capture.
         detach: store detached outputs (for inspection), instead of outputs in the autograd graph (for losses).
+        graph_root: where autograd is on but an output needs no gradient (a frozen network's layer), replace it by
+            a copy that does, so that the rest of the forward records a graph from it: d(output of the network)
+            / d(captured output) then exists (Grad-CAM of a frozen teacher). The copy is not a leaf, so in-place
+            operations after the layer still work.
     """
 
-    def __init__(self, model: nn.Module, paths: Iterable[str], detach: bool = False) -> None:
+    def __init__(self, model: nn.Module, paths: Iterable[str], detach: bool = False, graph_root: bool = False) -> None:
+        if detach and graph_root:
+            raise ValueError("detach=True stores outputs outside the graph; graph_root=True needs them in it")
         self.paths = list(dict.fromkeys(paths))
         if not self.paths:
             raise ValueError("no module paths given to capture; pass at least one path")
         self.modules = {path: resolve_module(model, path) for path in self.paths}
-        self.detach = detach
+        self.detach, self.graph_root = detach, graph_root
         self.features: dict[str, Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, path: str):
-        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        def record(module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
             if not isinstance(output, Tensor):
                 raise TypeError(
                     f"module {path!r} ({type(module).__name__}) returned {type(output).__name__}, not a tensor; "
                     "capture a submodule that returns a tensor"
                 )
+            if self.graph_root and torch.is_grad_enabled() and not output.requires_grad:
+                output = output.detach().requires_grad_(True).clone()  # the forward goes on from this copy
+                self.features[path] = output
+                return output
             self.features[path] = output.detach() if self.detach else output
+            return None
 
         return record
 
@@ -321,6 +334,43 @@ def pair_layers(
         # Same number of groups at different resolutions: pair in order; at_loss resizes the maps.
         pairs = [LayerPair(s.path, t.path, s.shape, t.shape) for s, t in zip(s_groups, t_groups)]
     return pairs
+
+
+PairRule = Literal["groups", "last", "middle", "output"]  # the default pairs of a distillation term, see default_pairs
+
+
+def default_pairs(student: nn.Module, teacher: nn.Module, example_input: Tensor, rule: PairRule = "groups") -> list[LayerPair]:
+    """The layer pairs a distillation term uses by default.
+
+    * ``"groups"``: every resolution group, paired by resolution (:func:`pair_layers`; AT, F-ActT, NST);
+    * ``"last"``: the deepest of those pairs (similarity-preserving KD; RepDistiller's ``feat[-2]``);
+    * ``"middle"``: the middle resolution group of each network, ``groups[(n - 1) // 2]`` of its n groups
+      (FitNets' guided and hint layers; RepDistiller's ``hint_layer = 2``: the second of three groups);
+    * ``"output"``: the module producing each network's ``forward_features`` output (:func:`output_module`;
+      the layer Grad-CAM explains by default), or for a model without ``forward_features`` its last resolution
+      group.
+    """
+    if rule == "groups":
+        return pair_layers(student, teacher, example_input)
+    if rule == "last":
+        return pair_layers(student, teacher, example_input)[-1:]
+    if rule == "middle":
+        s_groups, t_groups = resolution_groups(student, example_input), resolution_groups(teacher, example_input)
+        s, t = s_groups[(len(s_groups) - 1) // 2], t_groups[(len(t_groups) - 1) // 2]
+        return [LayerPair(s.path, t.path, s.shape, t.shape)]
+    if rule == "output":
+        paths = []
+        for side, model in (("student", student), ("teacher", teacher)):
+            if callable(getattr(model, "forward_features", None)):
+                with eval_no_grad(model):
+                    paths.append(output_module(model, lambda m=model: m.forward_features(example_input)))
+            else:  # any other model: its last traced group, the last spatial map before pooling (as Grad-CAM's)
+                groups = resolution_groups(model, example_input)
+                if not groups:
+                    raise ValueError(f"the {side} has no module with a spatial output; name its layer by module path")
+                paths.append(groups[-1].path)
+        return pair_layers(student, teacher, example_input, {paths[0]: paths[1]})
+    raise ValueError(f"rule must be groups, last, middle or output, got {rule!r}")
 
 
 def _shapes(model: nn.Module, example_input: Tensor, paths: list[str]) -> dict[str, tuple[int, ...]]:

@@ -18,12 +18,14 @@ from torch import Tensor, nn
 
 from . import functional as AF
 from .functional.attention import Reduction
+from .functional.cam import CAMMethodName
 from .functional.checks import check_pairs, check_weights
 from .functional.transfer import Mode
 
 __all__ = [
     "ATLoss",
     "ActivationTransferLoss",
+    "CAMTransferLoss",
     "DKDLoss",
     "FlipSymmetryLoss",
     "GradATLoss",
@@ -313,3 +315,35 @@ class HintLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, relu={self.relu}"
+
+
+class CAMTransferLoss(nn.Module):
+    """CAM transfer: the student matches the teacher's Grad-CAM (or HiResCAM) map of each image's true class.
+
+    ``loss(student_features, student_logits, teacher_features, teacher_logits, labels)``; the features of each
+    side must be in the autograd graph of its logits (the teacher's captured as graph roots). See
+    :func:`attnkit.functional.cam_transfer_loss` for the definition; the student's map is differentiated through
+    its gradient (double backprop).
+    """
+
+    def __init__(self, beta: float = 1000.0, method: CAMMethodName = "gradcam", weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.beta, self.method = beta, method
+        self.weights = None if weights is None else list(weights)
+
+    def forward(
+        self,
+        student_features: Sequence[Tensor],
+        student_logits: Tensor,
+        teacher_features: Sequence[Tensor],
+        teacher_logits: Tensor,
+        labels: Tensor,
+    ) -> Tensor:
+        index = labels.long()[:, None]  # (B, 1)
+        return AF.cam_transfer_loss(
+            student_features, student_logits.gather(1, index)[:, 0], teacher_features, teacher_logits.gather(1, index)[:, 0],
+            self.beta, method=self.method, weights=self.weights,
+        )
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, method={self.method!r}"

@@ -109,3 +109,32 @@ def test_literal_fields_take_exactly_their_vocabulary():
     assert config_from_dict({"channels_last": True}).channels_last is True
     with pytest.raises(ConfigError, match="channels_last: must be auto, true or false, got 1"):
         config_from_dict({"channels_last": 1})  # 1 is not true
+
+
+def test_loss_weight_schedules_from_recipes_and_overrides():
+    from attnkit.engine.optim import WeightSchedule
+
+    values = apply_overrides({"distill": {"at_beta": 1000, "at_schedule": {"kind": "step", "milestones": [60, 120]}}},
+                             ["distill.at_schedule.gamma=0.2", "distill.dkd_schedule=linear"])
+    config = config_from_dict(values)
+    assert config.distill.at_schedule == WeightSchedule("step", [60, 120], 0.2)
+    assert config.distill.dkd_schedule == WeightSchedule("linear") and config.distill.kd_schedule.is_constant
+    assert config_from_dict(config_to_dict(config)) == config
+    for values, key, message in [
+        ({"distill": {"at_schedule": {"kind": "exp"}}}, "distill.at_schedule.kind", "must be constant, step, cosine or linear"),
+        ({"distill": {"sp_schedule": {"kind": "step"}}}, "distill.sp_schedule.milestones", "at least one milestone"),
+        ({"distill": {"kd_schedule": {"warmup": 5}}}, "distill.kd_schedule.warmup", "did you mean warmup_epochs"),
+        ({"distill": {"cam_schedule": {"gamma": 0}}}, "distill.cam_schedule.gamma", "must be > 0"),
+        ({"distill": {"hint_layers": []}}, "distill.hint_layers", "at least one"),
+        ({"distill": {"cam_method": "gradcam++"}}, "distill.cam_method", "must be gradcam or hirescam"),
+        ({"distill": {"dkd_beta": -8}}, "distill.dkd_beta", "must be >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as info:
+            config_from_dict(values)
+        assert info.value.key == key
+
+
+def test_kd_weight_beyond_one_needs_an_explicit_ce_weight():
+    with pytest.raises(ConfigError, match="set distill.ce_weight"):
+        config_from_dict({"distill": {"kd_alpha": 9}})
+    assert config_from_dict({"distill": {"kd_alpha": 9, "ce_weight": 0.1}}).distill.ce_weight == 0.1

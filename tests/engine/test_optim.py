@@ -44,3 +44,29 @@ def test_optimizers():
     sgd = build_optimizer(OptimConfig(nesterov=True), params)
     assert sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 5e-4
     assert isinstance(build_optimizer(OptimConfig(name="adamw", lr=1e-3), params), torch.optim.AdamW)
+
+
+def test_weight_schedules():
+    from attnkit.engine.optim import WeightSchedule
+
+    step = WeightSchedule("step", [60, 120, 160], 0.2)  # AT+KD: beta decayed with the learning rate
+    assert [step.factor(e, 200) for e in (0, 59.99, 60, 120, 199)] == pytest.approx([1, 1, 0.2, 0.04, 0.008])
+    assert WeightSchedule("linear").factor(50, 200) == 0.75 and WeightSchedule("linear").factor(250, 200) == 0.0
+    assert WeightSchedule("cosine").factor(100, 200) == pytest.approx(0.5)
+    assert WeightSchedule().is_constant and WeightSchedule().factor(123.4, 200) == 1.0
+    # DKD's warm-up as mdistiller computes it: min(epoch / 20, 1) with epochs counted from 1, for every step of it.
+    dkd = WeightSchedule(warmup_epochs=20, per="epoch")
+    for epoch in range(25):
+        for fraction in (0.0, 0.5, 0.99):
+            assert dkd.factor(epoch + fraction, 240, 1 / 781) == pytest.approx(min((epoch + 1) / 20, 1.0))
+    # per step, the warm-up counts the step being taken, as the learning rate's does
+    assert WeightSchedule(warmup_epochs=2).factor(0.0, 10, 0.25) == 0.125
+
+
+def test_lr_factor_is_the_weight_schedule_of_the_optim_config():
+    from attnkit.engine.optim import WeightSchedule
+
+    config = OptimConfig(epochs=200, milestones=[60, 120, 160], gamma=0.2, warmup_epochs=1.5)
+    schedule = WeightSchedule("step", [60, 120, 160], 0.2, 1.5)
+    for epoch in (0.0, 0.7, 1.2, 61.0, 170.3):
+        assert lr_factor(epoch, config, 0.01) == schedule.factor(epoch, 200, 0.01)  # the same code, bit for bit

@@ -231,3 +231,27 @@ def test_partial_epoch_sums_are_summed_over_ranks():
     meter.update(StepResult(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), {"ce": torch.tensor(2.0)}),
                  torch.tensor([0, 0]))
     assert meter.reduced_state(FakeDist()) == {"correct": 2.0, "count": 4.0, "loss": 8.0, "term_ce": 8.0}
+
+
+def test_weight_schedules_follow_the_lr_clock_and_resume_exactly(tmp_path, teacher_dir):
+    from attnkit.engine.optim import WeightSchedule
+
+    def config(out):
+        c = make_config(out, epochs=2, teacher=str(teacher_dir), at_beta=1000.0, kd_alpha=0.9,
+                        at_schedule=WeightSchedule(warmup_epochs=1.5), kd_schedule=WeightSchedule("linear"))
+        c.checkpoint_every_steps = 3
+        return c
+
+    reference = trainer(config(tmp_path / "a"))
+    seen = []
+    forward = reference.run.objective.forward
+    reference.run.objective.forward = lambda *a, **k: seen.append((k["epoch"], k["step"])) or forward(*a, **k)
+    reference.fit()
+    assert seen == [(i / 8, 1 / 8) for i in range(16)]  # 8 steps per epoch: the scheduler's iteration count
+    crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=12)
+    with pytest.raises(Crash):
+        trainer(config(tmp_path / "b"), train=crashing).fit()
+    resumed = trainer(config(tmp_path / "b"), resume=True)
+    resumed.fit()
+    for key, value in reference.run.model.state_dict().items():
+        torch.testing.assert_close(resumed.run.model.state_dict()[key], value, rtol=0, atol=0, msg=key)

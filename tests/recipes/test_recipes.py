@@ -67,7 +67,8 @@ def test_a_recipe_resolves_by_name_with_or_without_suffix_and_by_path():
     by_name = load_recipe("cifar10/wrn_16_2")
     assert load_recipe("cifar10/wrn_16_2.yaml") == by_name == load_recipe(find_recipe("cifar10/wrn_16_2"))
     # The schedule comes in through `base: schedules/cifar10_at`.
-    assert by_name["optim"]["milestones"] == [60, 120, 160] and by_name["model"] == {"name": "wrn_16_2"}
+    assert by_name["optim"]["milestones"] == [60, 120, 160]
+    assert by_name["model"] == {"name": "wrn_16_2", "kwargs": {"init": "official"}}
     assert load_recipe(str(find_recipe("cifar10/wrn_16_2"))) == by_name  # the installed file, by path
 
 
@@ -76,7 +77,7 @@ def test_an_existing_path_wins_over_a_packaged_name(tmp_path, monkeypatch):
     (tmp_path / "cifar10" / "wrn_16_2.yaml").write_text("model: {name: wrn_40_1}\n")
     monkeypatch.chdir(tmp_path)
     assert load_recipe("cifar10/wrn_16_2.yaml") == {"model": {"name": "wrn_40_1"}}
-    assert load_recipe("cifar10/wrn_16_2")["model"] == {"name": "wrn_16_2"}  # no such file: the packaged one
+    assert load_recipe("cifar10/wrn_16_2")["model"]["name"] == "wrn_16_2"  # no such file: the packaged one
 
 
 def test_an_unknown_name_names_the_closest_recipes():

@@ -31,13 +31,14 @@ from ..data.folder import Channels
 from ..data.folder_setup import Normalization
 from ..data.loader import PadMode
 from ..functional.attention import Reduction
+from ..functional.cam import CAMMethodName
 from ..functional.transfer import Mode
 
 # Reading recipe files (``base:`` chains, packaged names) and ``key=value`` overrides belongs to attnkit.recipes;
 # they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
 from ..recipes import ConfigError, apply_overrides, load_recipe
 from ..validation import choices, describe_choices, is_int, is_real, suggest
-from .optim import OptimizerName, ScheduleName
+from .optim import OptimizerName, ScheduleName, WeightSchedule
 from .runtime import DEFAULT_DDP_TIMEOUT, Precision, parse_device
 
 __all__ = [
@@ -98,19 +99,50 @@ class OptimConfig:
 
 @dataclass
 class DistillConfig:
+    """The loss terms added to cross-entropy (``attnkit.engine.terms``); each is on when its weight is > 0.
+
+    Every term ``<name>`` also has ``<name>_schedule`` (a :class:`~attnkit.engine.optim.WeightSchedule`, constant
+    by default), the multiplier of its weight over training: ``distill.at_schedule: {kind: step, milestones:
+    [60, 120, 160], gamma: 0.2}``; ``distill.dkd_schedule: {warmup_epochs: 20, per: epoch}``.
+    """
+
     teacher: str | None = None  # teacher run directory, .safetensors file or PyTorch .pt/.pth state dict
-    teacher_model: str | None = None  # teacher architecture (as model.name) when `teacher` is a file without attnkit metadata
+    teacher_model: str | None = None  # teacher architecture (as model.name) for a `teacher` file without attnkit metadata
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments of teacher_model, e.g. {depth: 16}
-    layers: list[str] | None = None  # "student_path:teacher_path" pairs; None = pair by resolution (feature_info, else traced)
+    layers: list[str] | None = None  # "student:teacher" module path pairs of AT, F-ActT, NST; None = by resolution
+    ce_weight: float | None = None  # weight of CE with the labels; None = 1 - kd_alpha (Hinton's mixture); LS-KD: 0.1
     at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
     at_p: float = 2.0  # exponent of the attention function F_sum^p
     at_mode: Mode = "code"  # code (published numbers) | paper (beta/2 * p-norm)
     at_reduction: Reduction = "mean"  # mean/sum = F_sum^p, max = F_max^p
     kd_alpha: float = 0.0  # knowledge distillation weight alpha in (1-alpha)*CE + alpha*KD (paper: 0.9); 0 = off
     kd_temperature: float = 4.0  # KD softmax temperature T
+    kd_standardize: bool = False  # z-score the logits of KD and DKD first (logit standardisation, Sun et al. 2024)
     fact_beta: float = 0.0  # full activation transfer (F-ActT) weight; 0 = off
     grad_at_beta: float = 0.0  # gradient-based attention transfer weight (double backprop); 0 = off
     flip_beta: float = 0.0  # flip-invariance of the input gradient (L_sym); 0 = off; needs no teacher
+    sp_beta: float = 0.0  # similarity-preserving KD weight (Tung & Mori 2019: 3000); 0 = off
+    sp_layers: list[str] | None = None  # SP's pairs; None = the deepest pair by resolution (RepDistiller's feat[-2])
+    nst_beta: float = 0.0  # neuron selectivity transfer weight (RepDistiller, mdistiller: 50) on distill.layers; 0 = off
+    dkd_alpha: float = 0.0  # decoupled KD: weight of TCKD (Zhao et al. 2022: 1); DKD is on when dkd_alpha or dkd_beta > 0
+    dkd_beta: float = 0.0  # decoupled KD: weight of NCKD (paper: 8; 1 to 8 per teacher-student pair)
+    dkd_temperature: float = 4.0  # DKD softmax temperature T
+    hint_beta: float = 0.0  # FitNets hint weight (RepDistiller, mdistiller: 100); 0 = off
+    hint_layers: list[str] | None = None  # hint pairs; None = the middle resolution group of each network
+    hint_relu: bool = True  # end the hint regressor with a ReLU (RepDistiller's ConvReg); false for signed features
+    cam_beta: float = 0.0  # CAM transfer weight: the student matches the teacher's Grad-CAM of the true class; 0 = off
+    cam_layers: list[str] | None = None  # CAM pairs; None = the layer giving each forward_features output (else the last group)
+    cam_method: CAMMethodName = "gradcam"  # gradcam (channel weights) | hirescam (element-wise weights)
+    kd_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # multiplier of kd_alpha over training
+    at_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of at_beta (AT+KD: decayed with the lr)
+    fact_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of fact_beta
+    grad_at_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of grad_at_beta
+    flip_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of flip_beta
+    sp_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of sp_beta
+    nst_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of nst_beta
+    dkd_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of DKD (paper: warm-up over 20 epochs)
+    hint_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of hint_beta
+    cam_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of cam_beta
 
     # Which terms are on, and what they need, is decided by the term table (.terms); these ask it.
     @property
@@ -122,10 +154,10 @@ class DistillConfig:
 
     @property
     def double_backprop(self) -> bool:
-        """Some term that is on trains through the student's input gradient."""
+        """Some term that is on trains through a gradient of the student (input gradients, class maps)."""
         from .terms import plan_terms
 
-        return plan_terms(self).student_input_gradient
+        return plan_terms(self).double_backprop
 
 
 @dataclass
@@ -194,6 +226,10 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a type hint (int, float, str, bool, Literal[...], list[...], dict, unions of them)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):  # a nested setting (WeightSchedule): a mapping, or a string naming its kind
+        if isinstance(value, hint):
+            return value
+        return _build(hint, {"kind": value} if isinstance(value, str) else value, key)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -279,21 +315,10 @@ def validate(config: RunConfig) -> None:
     _require(o.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {o.warmup_epochs}")
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
     _require(list(o.milestones) == sorted(o.milestones), "optim.milestones", f"must be increasing, got {o.milestones}")
-    for key in ("at_beta", "fact_beta", "grad_at_beta", "flip_beta"):
-        _require(getattr(k, key) >= 0, f"distill.{key}", f"must be >= 0, got {getattr(k, key)}")
-    _require(0 <= k.kd_alpha <= 1, "distill.kd_alpha", f"must be in [0, 1], got {k.kd_alpha}")
-    _require(k.kd_temperature > 0, "distill.kd_temperature", f"must be > 0, got {k.kd_temperature}")
-    _require(k.at_p > 0, "distill.at_p", f"must be > 0, got {k.at_p}")
-    if k.layers is not None:
-        for i, pair in enumerate(k.layers):
-            _require(pair.count(":") == 1 and all(pair.split(":")), f"distill.layers[{i}]",
-                     f"must be 'student_path:teacher_path', got {pair!r}")
-        students = [pair.split(":")[0] for pair in k.layers]
-        repeated = sorted({path for path in students if students.count(path) > 1})
-        _require(not repeated, "distill.layers", f"student layer(s) {repeated} appear in more than one pair; "
-                                                 "give each student layer one teacher layer")
+    _validate_distill(k)
     _require(not (config.compile and k.double_backprop), "compile",
-             "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta)")
+             "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta, "
+             "distill.cam_beta)")
     if config.device != "auto":
         try:
             parse_device(config.device)
@@ -302,3 +327,42 @@ def validate(config: RunConfig) -> None:
     _require(config.ddp_timeout > 0, "ddp_timeout", f"must be > 0 seconds, got {config.ddp_timeout}")
     _require(config.eval_every >= 1, "eval_every", f"must be >= 1, got {config.eval_every}")
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
+
+
+def _validate_distill(k: DistillConfig) -> None:
+    from .terms import TERMS
+
+    for term in TERMS.values():
+        for key in term.weights:
+            _require(getattr(k, key) >= 0, f"distill.{key}", f"must be >= 0, got {getattr(k, key)}")
+        if hasattr(k, term.schedule):
+            _validate_schedule(getattr(k, term.schedule), f"distill.{term.schedule}")
+    if k.ce_weight is None:
+        _require(0 <= k.kd_alpha <= 1, "distill.kd_alpha", f"must be in [0, 1], got {k.kd_alpha} "
+                                                           "(or set distill.ce_weight to weigh CE and KD separately)")
+    else:
+        _require(k.ce_weight >= 0, "distill.ce_weight", f"must be >= 0 or null, got {k.ce_weight}")
+    for key in ("kd_temperature", "dkd_temperature", "at_p"):
+        _require(getattr(k, key) > 0, f"distill.{key}", f"must be > 0, got {getattr(k, key)}")
+    for key in ("layers", "sp_layers", "hint_layers", "cam_layers"):
+        _validate_pairs(getattr(k, key), f"distill.{key}")
+
+
+def _validate_pairs(pairs: list[str] | None, key: str) -> None:
+    if pairs is None:
+        return
+    _require(bool(pairs), key, "must list at least one 'student_path:teacher_path' pair, or be null (the default rule)")
+    for i, pair in enumerate(pairs):
+        _require(pair.count(":") == 1 and all(pair.split(":")), f"{key}[{i}]", f"must be 'student_path:teacher_path', got {pair!r}")
+    students = [pair.split(":")[0] for pair in pairs]
+    repeated = sorted({path for path in students if students.count(path) > 1})
+    _require(not repeated, key, f"student layer(s) {repeated} appear in more than one pair; give each student layer one teacher layer")
+
+
+def _validate_schedule(schedule: WeightSchedule, key: str) -> None:
+    _require(schedule.gamma > 0, f"{key}.gamma", f"must be > 0, got {schedule.gamma}")
+    _require(schedule.warmup_epochs >= 0, f"{key}.warmup_epochs", f"must be >= 0, got {schedule.warmup_epochs}")
+    _require(list(schedule.milestones) == sorted(schedule.milestones), f"{key}.milestones",
+             f"must be increasing, got {schedule.milestones}")
+    _require(schedule.kind != "step" or bool(schedule.milestones), f"{key}.milestones",
+             "a step schedule needs at least one milestone (the epochs at which the weight is multiplied by gamma)")

@@ -44,7 +44,8 @@ def field_comments(cls: type) -> dict[str, str]:
 def describe_config(config: RunConfig, header: str | None = None) -> str:
     """``config`` as YAML (a valid recipe), each key followed by its field's comment.
 
-    Sections (model, data, optim, distill) come first, their keys in the order of the dataclasses.
+    Keys come in the order of the dataclasses' fields; nested sections (model, data, ..., the term schedules)
+    are indented under their key.
     """
     lines = [f"# {line}" for line in (header or "").splitlines()]
     lines += _section(config, indent="")
@@ -63,7 +64,7 @@ def _section(values: Any, indent: str) -> list[str]:
             entries.append((f"{indent}{f.name}: {_flow(value)}", comment, []))
     width = min(max(len(text) for text, _, _ in entries), 34)  # a long value does not push every comment right
     lines = []
-    for text, comment, nested in sorted(entries, key=lambda e: not e[2]):  # sections first, in order
+    for text, comment, nested in entries:
         lines.append(f"{text:<{width}}  # {comment}" if comment else text)
         lines += nested
     return lines

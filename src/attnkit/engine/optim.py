@@ -1,16 +1,25 @@
-"""Optimisers and learning-rate schedules of the papers, stepped once per iteration.
+"""Optimisers, and the one schedule implementation behind learning rates and loss weights, stepped per iteration.
 
-* step (attention transfer, CIFAR): lr * gamma^(number of milestones passed), e.g. x0.2 at epochs 60/120/160;
-* cosine: lr * (1 + cos(pi * epoch / epochs)) / 2;
-* constant;
-each optionally preceded by a linear warm-up. The schedule is a function of the fractional epoch
-``iteration / steps_per_epoch``, so resuming mid-epoch continues it exactly.
+:class:`WeightSchedule` is a multiplier of a peak value as a function of the fractional epoch
+``iteration / steps_per_epoch``:
+
+* ``step`` (attention transfer, CIFAR): gamma^(number of milestones passed), e.g. x0.2 at epochs 60/120/160;
+* ``cosine``: (1 + cos(pi * epoch / epochs)) / 2;
+* ``linear``: 1 - epoch / epochs (a linear decay to 0 at the end of the run);
+* ``constant``;
+
+each optionally preceded by a linear warm-up. The learning rate is ``optim.lr`` times the schedule that
+``optim.schedule``, ``optim.milestones``, ``optim.gamma`` and ``optim.warmup_epochs`` describe
+(:func:`lr_factor`); a loss term's weight is its ``distill.*`` weight times its ``distill.<term>_schedule``.
+Both are functions of the iteration counter, which the checkpoint holds (the LR scheduler's state), so a run
+resumed mid-epoch continues them exactly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -19,10 +28,61 @@ from torch.optim.lr_scheduler import LambdaLR
 if TYPE_CHECKING:
     from .config import OptimConfig
 
-__all__ = ["OptimizerName", "ScheduleName", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = [
+    "OptimizerName",
+    "ScheduleKind",
+    "ScheduleName",
+    "WeightSchedule",
+    "build_optimizer",
+    "build_scheduler",
+    "lr_factor",
+]
 
 OptimizerName = Literal["sgd", "adam", "adamw"]  # SGD (momentum, optional Nesterov), Adam, AdamW
 ScheduleName = Literal["step", "cosine", "constant"]  # the learning-rate schedules of the module docstring
+ScheduleKind = Literal["constant", "step", "cosine", "linear"]  # the loss-weight schedules (the same code)
+Granularity = Literal["step", "epoch"]  # evaluate at every iteration, or once per epoch (a staircase)
+
+
+@dataclass
+class WeightSchedule:
+    """A multiplier in [0, 1] (for gamma <= 1) of a peak value over training: see the module docstring.
+
+    ``per="step"`` (default) evaluates it at the fractional epoch of every iteration, as the learning rate;
+    ``per="epoch"`` holds it constant within each epoch at its value for the epoch's start, with the warm-up
+    counting the epoch being taken: ``min(1, (epoch + 1) / warmup_epochs)`` for the 0-based epoch, i.e.
+    mdistiller's DKD warm-up ``min(epoch / 20, 1)`` with its epochs counted from 1.
+    """
+
+    kind: ScheduleKind = "constant"  # constant | step | cosine | linear
+    milestones: list[float] = field(default_factory=list)  # step: epochs at which the factor is multiplied by gamma
+    gamma: float = 0.1  # step: the factor's multiplier at each milestone
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (DKD: 20)
+    per: Granularity = "step"  # step (every iteration) | epoch (one value per epoch)
+
+    @property
+    def is_constant(self) -> bool:
+        """The factor is 1 throughout (the default): the weight is used as it is."""
+        return self.kind == "constant" and self.warmup_epochs == 0
+
+    def factor(self, epoch: float, epochs: float, step: float = 0.0) -> float:
+        """Multiplier at fractional ``epoch`` of a run of ``epochs`` epochs.
+
+        ``step`` is one iteration in epochs (1 / steps per epoch): the warm-up counts the step being taken, so its
+        first step already moves (a factor of 0 would waste it) and it reaches the full value on its last step.
+        """
+        if self.per == "epoch":
+            epoch, step = float(math.floor(epoch)), 1.0
+        warmup = min(1.0, (epoch + step) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
+        if self.kind == "step":
+            decay = self.gamma ** sum(epoch >= m for m in self.milestones)
+        elif self.kind == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+        elif self.kind == "linear":
+            decay = max(0.0, 1.0 - epoch / epochs)
+        else:
+            decay = 1.0
+        return warmup * decay
 
 
 def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -36,22 +96,17 @@ def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def lr_factor(epoch: float, config: OptimConfig, step: float = 0.0) -> float:
-    """Multiplier of the peak learning rate at fractional ``epoch``.
+def lr_schedule(config: OptimConfig) -> WeightSchedule:
+    """The learning-rate schedule an :class:`OptimConfig` describes."""
+    return WeightSchedule(config.schedule, list(config.milestones), config.gamma, config.warmup_epochs)
 
-    ``step`` is one iteration in epochs (1 / steps per epoch): the warm-up counts the step being taken, so its
-    first step already moves (a factor of 0 would waste it) and it reaches the full rate on its last step.
-    """
-    warmup = min(1.0, (epoch + step) / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
-    if config.schedule == "step":
-        decay = config.gamma ** sum(epoch >= m for m in config.milestones)
-    elif config.schedule == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * min(epoch, config.epochs) / config.epochs))
-    else:
-        decay = 1.0
-    return warmup * decay
+
+def lr_factor(epoch: float, config: OptimConfig, step: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at fractional ``epoch`` (``step``: see :meth:`WeightSchedule.factor`)."""
+    return lr_schedule(config).factor(epoch, config.epochs, step)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int) -> LambdaLR:
     steps = max(1, steps_per_epoch)
-    return LambdaLR(optimizer, lambda iteration: lr_factor(iteration / steps, config, 1 / steps))
+    schedule = lr_schedule(config)
+    return LambdaLR(optimizer, lambda iteration: schedule.factor(iteration / steps, config.epochs, 1 / steps))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import functional as AF
-from ..features import LayerPair, pair_layers
+from ..features import LayerPair, default_pairs, pair_layers
 from ..models import check_model_name, create_model
 from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
@@ -80,7 +80,7 @@ class Run:
     info: RunInfo  # data, model and decisions, as written to run.json and into every weights file
     model: nn.Module  # the student, unwrapped (checkpointed, evaluated, hooked)
     teacher: nn.Module | None  # the frozen teacher in eval mode, None when no term learns from one
-    objective: Objective  # the loss; its parameters (F-ActT adapters) are trained with the model
+    objective: Objective  # the loss; its parameters (F-ActT adapters, hint regressors) are trained with the model
     train_loader: Any  # len() steps per epoch, epoch_batches(epoch, start) -> (images, labels)
     test_loader: Any
     optimizer: torch.optim.Optimizer  # over trainable_parameters()
@@ -153,7 +153,7 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     teacher = teacher.to(memory_format=fmt) if teacher is not None else None
     run_autocast = functools.partial(autocast, device, decisions.amp_dtype)
     pairs = _layer_pairs(config, plan, student, teacher, data.info, device)
-    objective = Objective(plan, student, teacher, pairs, run_autocast).to(device)
+    objective = Objective(plan, student, teacher, pairs, run_autocast, config.optim.epochs).to(device)
     train_batches, test_batches = build_loaders(data, config, device, dist, decisions.channels_last)
     optimizer = build_optimizer(config.optim, [*student.parameters(), *objective.parameters()])
     scheduler = build_scheduler(optimizer, config.optim, len(train_batches))
@@ -298,17 +298,20 @@ def _decide(
 
 
 def _layer_pairs(config: RunConfig, plan: TermPlan, student: nn.Module, teacher: nn.Module | None,
-                 data_info: dict[str, Any], device: torch.device) -> list[LayerPair]:
-    """Student/teacher layer pairs for the terms that compare features (``distill.layers`` or by resolution)."""
-    if not plan.uses_features:
-        return []
+                 data_info: dict[str, Any], device: torch.device) -> dict[str, list[LayerPair]]:
+    """Each term's student/teacher layer pairs: its ``distill.<layers>`` key, or its default rule."""
     example = torch.zeros(1, *data_info["input_size"], device=device)
-    layers = config.distill.layers
-    mapping = dict(pair.split(":") for pair in layers) if layers else None
-    try:
-        return pair_layers(student, teacher, example, mapping)
-    except (KeyError, ValueError) as err:
-        raise ConfigError("distill.layers", err.args[0]) from None
+    found: dict[str, list[LayerPair]] = {}
+    for term in (t for t in plan.terms if t.uses_layers):
+        given = getattr(config.distill, term.layers)
+        try:
+            if given:
+                found[term.name] = pair_layers(student, teacher, example, dict(pair.split(":") for pair in given))
+            else:
+                found[term.name] = default_pairs(student, teacher, example, term.default_layers)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"distill.{term.layers}", err.args[0]) from None
+    return found
 
 
 def _wrap(config: RunConfig, device: torch.device, dist: Distributed, model: nn.Module,

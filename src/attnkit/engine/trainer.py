@@ -192,7 +192,11 @@ class Trainer:
     def train_step(self, images: Tensor, labels: Tensor) -> StepResult:
         """One optimisation step on a batch (in the run's memory format): loss, backward, (clip), optimiser, schedule."""
         run = self.run
-        result = run.objective(run.train_model, run.train_teacher, images, labels)
+        # The loss weights' schedules follow the learning rate's clock: the iteration count the scheduler holds
+        # (and the checkpoint restores), so a resumed run continues them exactly.
+        steps = max(1, len(run.train_loader))
+        epoch = run.scheduler.last_epoch / steps
+        result = run.objective(run.train_model, run.train_teacher, images, labels, epoch=epoch, step=1 / steps)
         run.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         run.dist.average_gradients(run.objective.parameters())  # they live outside the DDP-wrapped model

@@ -20,7 +20,8 @@ Layer-CAM      ReLU(g_kij) (element-wise)                                    Jia
 Eigen-CAM      first principal component of the centred A (no gradient)      Muhammad & Yeasin, IJCNN 2020
 =============  ============================================================  ===================================
 
-Conventions (pytorch-grad-cam's, which its users know): the ReLU comes after the channel reduction; several
+The gradient g and Grad-CAM's weights come from :mod:`attnkit.functional.cam` (``score_gradients``,
+``grad_cam_weights``), which CAM transfer (a distillation loss) shares. Conventions (pytorch-grad-cam's, which its users know): the ReLU comes after the channel reduction; several
 layers, ``aug_smooth`` and ``eigen_smooth`` as in :mod:`attnkit.explain._cam_base`. Grad-CAM equals captum's
 ``LayerGradCam`` (tested). A channel whose activations sum to 0 gets XGrad-CAM weight 0, a position with g = 0
 Grad-CAM++ alpha 0 (pytorch-grad-cam adds 1e-7 / 1e-6 to the denominators instead; the maps differ by as much).
@@ -38,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import functional as AF
 from ..features import FeatureCapture
 from ._base import Target, bind_target, check_logits, target_scores
 from ._cam_base import CAMMethod, first_component, record_layers
@@ -83,7 +85,7 @@ class _GradientCAM(CAMMethod):
                 self._check_layer_output(path, a)
             bound = bind_target(target, logits[: images.shape[0] // repeats])  # classes of the unchanged view
             scores = target_scores(logits, bound, repeats)  # (V B,)
-            grads = torch.autograd.grad(scores.sum(), activations, create_graph=create_graph)  # each (V B, C, h, w)
+            grads = AF.score_gradients(activations, scores, create_graph)  # each (V B, C, h, w)
             if create_graph:  # the maps stay in the graph: a training loss can use them
                 return [self._weights(a, g) * a for a, g in zip(activations, grads)]
         with torch.no_grad():
@@ -111,7 +113,7 @@ class GradCAM(_GradientCAM):
     name = "gradcam"
 
     def _weights(self, activations: Tensor, grads: Tensor) -> Tensor:
-        return grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        return AF.grad_cam_weights(grads)  # (B, C, 1, 1)
 
 
 class HiResCAM(_GradientCAM):

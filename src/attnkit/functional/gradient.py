@@ -39,7 +39,7 @@ def input_gradient(
     separately: in eval mode, or with no layer that mixes the batch. Batch norm in train mode normalises with
     the batch's statistics, so every image's logits depend on every other image; J[b] is then the gradient of
     the summed loss of the whole batch with respect to image b, and changes with the batch it is computed in
-    (the engine's flip-symmetry term, which runs x and flip(x) as one train-mode batch, sees this coupling).
+    (which is why the engine's flip-symmetry term computes J(x) and J(flip(x)) in two passes, one per batch).
 
     Args:
         model: maps (B, ...) inputs to (B, K) logits. Its mode (train/eval) is left as it is.

@@ -55,8 +55,12 @@ __all__ = ["ConfigError", "MAX_BASE_DEPTH", "RecipeInfo", "RecipeLoader", "apply
 
 SUFFIX = ".yaml"
 SCHEDULES = "schedules"  # shared bases of the packaged recipes: found by name, not listed as experiments
-# Distillation terms of a recipe, as `attnkit recipes` and the demo name them: distill key -> label.
-_TERMS = {"at_beta": "AT", "kd_alpha": "KD", "fact_beta": "F-ActT", "grad_at_beta": "grad-AT", "flip_beta": "flip"}
+# Distillation terms of a recipe, as `attnkit recipes` names them: label -> the distill keys that switch it on. The
+# labels are those of the method table, attnkit.engine.methods.METHODS (the tests check that they agree); KD on
+# z-scored logits (distill.kd_standardize) is LS-KD.
+_TERMS = {"AT": ("at_beta",), "KD": ("kd_alpha",), "F-ActT": ("fact_beta",), "grad-AT": ("grad_at_beta",),
+          "flip": ("flip_beta",), "SP": ("sp_beta",), "NST": ("nst_beta",), "DKD": ("dkd_alpha", "dkd_beta"),
+          "FitNets": ("hint_beta",), "CAM-T": ("cam_beta",)}
 _PAPER, _TEACHER = "Paper: ", "First train the teacher: attnkit train "
 MAX_BASE_DEPTH = 32  # recipes in one base: chain; the packaged ones use at most 2
 
@@ -277,11 +281,16 @@ def _info(name: str) -> RecipeInfo:
         title=header[0] if header else "",
         model=str((values.get("model") or {}).get("name", "")),
         data=str((values.get("data") or {}).get("name", "")),
-        terms=tuple(label for key, label in _TERMS.items() if (distill.get(key) or 0) > 0),
+        terms=_term_labels(distill),
         paper=paper,
         source=cited,
         teacher=teacher,
     )
+
+
+def _term_labels(distill: Mapping[str, Any]) -> tuple[str, ...]:
+    on = [label for label, keys in _TERMS.items() if any((distill.get(key) or 0) > 0 for key in keys)]
+    return tuple("LS-KD" if label == "KD" and distill.get("kd_standardize") else label for label in on)
 
 
 def _leading_comment(text: str) -> Iterator[str]:
