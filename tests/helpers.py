@@ -63,3 +63,52 @@ def blob_data(n: int = 256, classes: int = 4, size: int = 8, channels: int = 1, 
         rows, cols = divmod(c, 2)
         images[labels == c, :, rows * half:(rows + 1) * half, cols * half:(cols + 1) * half] += 1.5
     return images, labels
+
+
+IMAGE_MODES = ("L", "RGB", "RGBA", "I;16", "P")  # the modes write_image_folder cycles through
+
+
+def write_image_folder(root, per_split: dict, classes=("east", "north", "south"), sizes=(20, 36), seed: int = 0):
+    """PNGs in ImageFolder layout: ``root/SPLIT/CLASS/CLASS_K.png`` for each ``{SPLIT: images per class}`` (SPLIT
+    "" = one tree, ``root/CLASS/...``). Class c is a bright square in quadrant c of a noisy image of a random size
+    in ``sizes``; the files cycle through the modes grey, RGB, RGBA, 16-bit grey and palette."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    written = 0
+    for split, count in per_split.items():
+        for c, name in enumerate(classes):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                width, height = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, 2))
+                rgb = rng.integers(0, 90, (height, width, 3), dtype=np.uint8)
+                rows, cols = divmod(c % 4, 2)
+                rgb[rows * height // 2:(rows + 1) * height // 2, cols * width // 2:(cols + 1) * width // 2] += 150
+                mode = IMAGE_MODES[written % len(IMAGE_MODES)]
+                image = Image.fromarray(rgb)
+                if mode == "L":
+                    image = image.convert("L")
+                elif mode == "RGBA":
+                    image = Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (height, width), dtype=np.uint8)]))
+                elif mode == "I;16":
+                    image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+                elif mode == "P":
+                    image = image.quantize(colors=32)
+                image.save(folder / f"{name}_{k}.png")
+                written += 1
+    return root
+
+
+def run_cli(*args: str, cwd=None, pythonpath: tuple = (), timeout: float = 300):
+    """``python -m attnkit ARGS`` in a fresh process (one thread; extra ``pythonpath`` entries first)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "attnkit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)

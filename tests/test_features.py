@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnkit.features import FeatureCapture, extract_features, pair_layers, resolve_module
+from attnkit.features import FeatureCapture, default_pairs, extract_features, pair_layers, resolve_module
 from attnkit.models import create_model
 from helpers import hook_count, toy_cnn
 
@@ -89,3 +89,12 @@ def test_explicit_mapping_overrides_and_is_checked():
     assert pairs[0].student_shape == (32, 16, 16) and pairs[0].teacher_shape == (128, 8, 8)
     with pytest.raises(KeyError, match="teacher: .*'layer5'"):
         pair_layers(student, teacher, torch.randn(1, 3, 32, 32), mapping={"layer2": "layer5"})
+
+
+def test_default_pairs_of_models_without_the_contract_are_traced():
+    student, teacher = toy_cnn((4, 8), num_classes=3), toy_cnn((8, 16), convs_per_stage=2, num_classes=3)
+    x = torch.zeros(1, 3, 8, 8)  # student: 1 (8x8), 4 (4x4), 5 (2x2); teacher: 3, 8, 9
+    names = lambda pairs: [(p.student, p.teacher) for p in pairs]  # noqa: E731
+    assert names(default_pairs(student, teacher, x, "groups")) == [("1", "3"), ("4", "8"), ("5", "9")]
+    assert names(default_pairs(student, teacher, x, "output")) == [("5", "9")]  # CAM transfer: the last group
+    assert names(default_pairs(student, teacher, x, "middle")) == [("4", "8")]

@@ -59,3 +59,44 @@ def test_attention_maps_example_runs():
     assert namespace["maps"].shape == namespace["fused"].shape == (4, 16, 16)
     assert set(namespace["summary"]["scorecam"]) >= {"pointing_game", "deletion", "road_lerf", "randomization_spearman"}
     assert namespace["loss"].grad_fn is not None
+
+
+def test_your_own_data_and_models_commands_run_as_written(tmp_path, monkeypatch):
+    """The section's files (mypkg/nets.py, my_folder.yaml) and every command of it, in order, each a fresh process,
+    on generated images (my_images/{train,val}/{cat,dog,owl}) and a torchvision ResNet-18 state dict (teacher.pth,
+    from the look-alike in tests/fakes: torchvision cannot be imported here)."""
+    import shlex
+
+    import torch
+
+    from attnkit.engine import RunDir
+    from helpers import run_cli, write_image_folder
+
+    fakes = Path(__file__).parent / "fakes"
+    section = README[README.index("## Your own data and models"):README.index("## Models")]
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "nets.py").write_text(re.search(r"```python\n# mypkg/nets.py\n(.*?)```", section, re.S).group(1))
+    (tmp_path / "my_folder.yaml").write_text(re.search(r"```yaml\n(# my_folder.yaml.*?)```", section, re.S).group(1))
+    write_image_folder(tmp_path / "my_images", {"train": 12, "val": 4}, classes=("cat", "dog", "owl"))
+    monkeypatch.syspath_prepend(str(fakes))
+    import torchvision.models  # the look-alike
+
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "teacher.pth")
+    commands = [line.split("  #")[0] for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()]
+    assert len(commands) == 7 and all(c.startswith("attnkit ") for c in commands)
+    for command in commands:
+        done = run_cli(*shlex.split(command)[1:], cwd=tmp_path, pythonpath=(fakes,))
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+    assert RunDir(tmp_path / "runs" / "folder_student").info().model == "mypkg.nets:tiny_net"
+    assert (tmp_path / "maps" / "metrics.json").is_file() and (tmp_path / "report" / "index.html").is_file()
+    assert RunDir(tmp_path / "runs" / "from_pth").summary()["teacher"] == "teacher.pth"
+
+    python = re.search(r"```python\n(from torch import nn\nfrom attnkit.engine.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace: dict = {}
+    exec(compile(python, "README.md", "exec"), namespace)
+    assert namespace["summary"]["model"] == "Sequential" and namespace["summary"]["last"]["count"] == 12
+    for name in ("mypkg", "mypkg.nets", "torchvision", "torchvision.models"):
+        sys.modules.pop(name, None)

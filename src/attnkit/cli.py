@@ -64,6 +64,17 @@ def _resume(args: argparse.Namespace) -> None:
     train(_resume_config(args.run, None, args.items), resume=True)
 
 
+def _config(args: argparse.Namespace) -> None:
+    from .engine import config_from_dict
+    from .engine.config_doc import describe_config
+    from .recipes import apply_overrides
+
+    recipe, overrides = _recipe_and_overrides(args.items)
+    config = config_from_dict(apply_overrides(recipe or {}, overrides))
+    header = f"attnkit config {' '.join(args.items) or 'the defaults'}\n(a valid recipe: save it, run `attnkit train FILE`)"
+    print(describe_config(config, header=header), end="")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .engine.evaluation import evaluate_run
 
@@ -183,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("items", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/data progress=false")
     resume.set_defaults(func=_resume)
 
+    config = commands.add_parser(
+        "config", help="print a resolved config as YAML, each key with what it means",
+        description="Print the config a recipe and overrides resolve to (no arguments: the defaults) as a YAML recipe, "
+                    "every key followed by its meaning, e.g. `attnkit config cifar10/wrn_16_2 optim.lr=0.05`.")
+    config.add_argument("items", nargs="*", metavar="RECIPE|KEY=VALUE", help=recipe_help)
+    config.set_defaults(func=_config)
+
     evaluate = commands.add_parser("eval", help="evaluate a run's weights on its (or another) test set")
     evaluate.add_argument("run", help="run directory or .safetensors file written by attnkit")
     evaluate.add_argument("--weights", choices=["final", "best", "last"], default="final", help="which weights of a run directory")
@@ -205,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory (or .safetensors file) to explain")
     runs.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="several runs side by side, e.g. teacher student student_at")
     source = maps.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", nargs="+", metavar="PATH", help="image files or directories (resized to the run's input size)")
-    source.add_argument("--data", metavar="NAME", help="test images of a data set, e.g. cluttered-mnist, mnist5k")
+    source.add_argument("--images", nargs="+", metavar="PATH",
+                        help="image files, or directories of them or of class sub-folders (val/CLASS/...: labels "
+                             "where the sub-folders are named as the run's classes); resized to the run's input size")
+    source.add_argument("--data", metavar="NAME",
+                        help="test images of a data set, e.g. cluttered-mnist, mnist5k, or folder (an image-folder "
+                             "run's own test split)")
     maps.add_argument("--method", default=",".join(METHODS),
                       help=f"comma-separated methods out of {', '.join(METHODS)} (default: all; those that do not "
                            "apply to a model are skipped with a note)")
@@ -214,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_argument("--labels", nargs="+", metavar="LABEL", help="names of the runs in the figures (default: directory names)")
     maps.add_argument("--num-images", type=int, default=8, help="images taken from --data, evenly spaced through its test split")
     maps.add_argument("--target", type=_map_target, default=None, metavar="label|predicted|INT",
-                      help="class to explain (default: the true label with --data, else the predicted class)")
+                      help="class to explain (default: the true label where known: --data, or images in class "
+                           "sub-folders; else the predicted class)")
     maps.add_argument("--weights", choices=["final", "best", "last"], default="final", help="which weights of a run directory")
-    maps.add_argument("--root", help="data directory for --data (default: $ATTNKIT_DATA or ~/.cache/attnkit/data)")
+    maps.add_argument("--root", help="data directory for --data (default: $ATTNKIT_DATA or ~/.cache/attnkit/data; "
+                                     "for folder the run's data.root)")
     maps.add_argument("--device", default="cpu", help="auto | cpu | cuda")
     maps.add_argument("--max-rows", type=int, default=8, help="images shown per figure (metrics use all)")
     maps.add_argument("--batch-size", type=int, default=None, help="images per map computation (default: all at once)")

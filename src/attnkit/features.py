@@ -347,7 +347,8 @@ def default_pairs(student: nn.Module, teacher: nn.Module, example_input: Tensor,
     * ``"middle"``: the middle resolution group of each network, ``groups[(n - 1) // 2]`` of its n groups
       (FitNets' guided and hint layers; RepDistiller's ``hint_layer = 2``: the second of three groups);
     * ``"output"``: the module producing each network's ``forward_features`` output (:func:`output_module`;
-      the layer Grad-CAM explains by default).
+      the layer Grad-CAM explains by default), or for a model without ``forward_features`` its last resolution
+      group.
     """
     if rule == "groups":
         return pair_layers(student, teacher, example_input)
@@ -360,10 +361,14 @@ def default_pairs(student: nn.Module, teacher: nn.Module, example_input: Tensor,
     if rule == "output":
         paths = []
         for side, model in (("student", student), ("teacher", teacher)):
-            if not callable(getattr(model, "forward_features", None)):
-                raise ValueError(f"the {side} has no forward_features; name its layer by module path")
-            with eval_no_grad(model):
-                paths.append(output_module(model, lambda m=model: m.forward_features(example_input)))
+            if callable(getattr(model, "forward_features", None)):
+                with eval_no_grad(model):
+                    paths.append(output_module(model, lambda m=model: m.forward_features(example_input)))
+            else:  # any other model: its last traced group, the last spatial map before pooling (as Grad-CAM's)
+                groups = resolution_groups(model, example_input)
+                if not groups:
+                    raise ValueError(f"the {side} has no module with a spatial output; name its layer by module path")
+                paths.append(groups[-1].path)
         return pair_layers(student, teacher, example_input, {paths[0]: paths[1]})
     raise ValueError(f"rule must be groups, last, middle or output, got {rule!r}")
 

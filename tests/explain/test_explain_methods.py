@@ -78,6 +78,21 @@ def test_cam_by_hand_and_equal_to_gradcam_for_gap_linear_head(small_wrn):
     assert_close(hirescam, gradcam, rtol=1e-5, atol=1e-6)
 
 
+def test_models_without_the_contract_get_traced_default_layers():
+    model = toy_cnn(widths=(4, 8), num_classes=5)  # 0 conv 1 relu 2 pool | 3 conv 4 relu 5 pool | 6 GAP ...
+    x = torch.randn(2, 3, 8, 8)
+    activation = ActivationMap(model)
+    assert activation.layers is None  # traced on the first images
+    maps = activation.attribute_layers(x, upsample=False)
+    assert activation.layers == ["1", "4", "5"] and {k: tuple(v.shape) for k, v in maps.items()} == {
+        "1": (2, 8, 8), "4": (2, 4, 4), "5": (2, 2, 2)}
+    _, (last,) = extract_features(model, x, ["5"])
+    assert_close(maps["5"], attention_map(last), rtol=1e-6, atol=1e-8)
+    gradcam = GradCAM(model)  # the last traced point: the last spatial map before global pooling
+    assert_close(gradcam.attribute(x, [1, 3], upsample=False), GradCAM(model, layer="5").attribute(x, [1, 3], upsample=False))
+    assert gradcam.layer_name == "5"
+
+
 def test_cam_with_explicit_layer_and_classifier_and_refusals():
     model = toy_cnn(widths=(4, 8), num_classes=5)  # conv-relu-pool x2, GAP (6), flatten, linear (8)
     x = torch.randn(2, 3, 8, 8)
@@ -261,8 +276,8 @@ def test_input_errors_are_clear(small_wrn):
         GradCAM(small_wrn, layer="fc").attribute(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="reduction must be one of"):
         ActivationMap(small_wrn, reduction="median")
-    with pytest.raises(ValueError, match="no feature_info"):
-        ActivationMap(toy_cnn())
+    with pytest.raises(ValueError, match="no module with a spatial"):
+        ActivationMap(nn.Sequential(nn.Flatten(), nn.Linear(48, 2))).attribute(torch.randn(1, 3, 4, 4))
     with pytest.raises(ValueError, match="larger than the images"):
         Occlusion(small_wrn, window=20).attribute(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="batch_size must be a positive int"):

@@ -52,7 +52,7 @@ def test_unknown_name_lists_close_names():
         create_model("wrn_16_3")
     with pytest.raises(KeyError, match=r"did you mean .*attention92_cifar"):
         create_model("attention92_cifr")
-    with pytest.raises(KeyError, match="see attnkit.models.list_models"):
+    with pytest.raises(KeyError, match="see `attnkit models`, or name your own as package.module:callable"):
         create_model("zzzzzzzz")
 
 

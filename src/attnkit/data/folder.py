@@ -1,11 +1,19 @@
-"""Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``), decoded with Pillow while streaming.
+"""Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``): listing, the held-out split, and the transforms.
 
 Class names are the sorted sub-folder names; images are the files under each (recursively, sorted) whose
 extension Pillow commonly reads. Links to directories are followed (a class folder may be, or hold, a link to
 images elsewhere), but each real directory is listed once, under the first class (in sorted order) that
-reaches it, and never the root or what lies above it: a link loop ends, and no file is listed twice. If ``ROOT`` has a ``train`` sub-folder it is taken to hold split folders:
-``ROOT/train`` for ``split="train"`` and ``ROOT/test`` (or ``ROOT/val``, as in ImageNet) for ``"test"``;
-otherwise ``ROOT`` itself is the class directory for either split.
+reaches it, and never the root or what lies above it: a link loop ends, and no file is listed twice. Two layouts:
+
+* **split folders**: ``ROOT/train/CLASS/...`` and ``ROOT/val/CLASS/...`` (or ``ROOT/test``): ``train`` for
+  ``split="train"``, ``val`` (or ``test``) for ``"test"``;
+* **one tree**: ``ROOT/CLASS/...`` (or ``ROOT/train/CLASS/...`` without ``val/``): ``val_fraction`` of each
+  class (default 0.1, at least one image of a class with two or more) is held out as the test split. The split is
+  fixed: the images of a class are ordered by a hash of their path relative to ``ROOT``, and the first are held
+  out, so it is the same for every seed and every run, and adding an image moves at most that one.
+
+Every image is decoded to 8-bit grey or RGB by :func:`attnkit.data.pixels.decode_image` (16-bit scaled by its bit
+depth, alpha dropped); ``channels`` says which (``"auto"``: grey when every image is, see :func:`pixels.grey_folder`).
 
 The transforms are the standard ImageNet ones, written with Pillow and NumPy (torchvision is not available):
 
@@ -15,30 +23,38 @@ The transforms are the standard ImageNet ones, written with Pillow and NumPy (to
   a horizontal flip with probability 1/2;
 * evaluation: resize the shorter side to ``int(size / 0.875)`` (256 for 224), then the centre ``size`` x ``size``.
 
-Normalisation defaults to the ImageNet statistics (mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)),
-the usual choice for natural photographs; pass your own to :func:`load_image_folder`.
+Normalisation defaults to the ImageNet statistics (mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225); for grey
+images their averages 0.449 and 0.226, as timm uses), the usual choice for natural photographs; pass your own to
+:func:`load_image_folder`, or measure them (:func:`attnkit.data.folder_setup.measure_normalization`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 
-from ._dataset import register_dataset
+from ._dataset import ImageTensors, register_dataset
+from .pixels import decode_image, grey_folder
 
 __all__ = [
+    "DEFAULT_VAL_FRACTION",
     "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Channels",
     "ImageFolderData",
     "center_crop_image",
+    "imagenet_normalization",
     "load_image",
     "load_image_folder",
     "random_resized_crop_box",
@@ -49,18 +65,30 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".t
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP_FRACTION = 0.875  # evaluation resizes the shorter side to size / 0.875, then takes the centre
+DEFAULT_VAL_FRACTION = 0.1  # one tree: share of each class held out for evaluation
+Channels = Literal["auto", 1, 3]  # how images are decoded: auto (grey if every image is) | 1 (grey) | 3 (RGB)
+
+
+def imagenet_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean and std, for RGB or (averaged over the channels) grey images."""
+    if channels == 1:
+        return (round(sum(IMAGENET_MEAN) / 3, 3),), (round(sum(IMAGENET_STD) / 3, 3),)
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
 class ImageFolderData:
-    """A list of image files with class labels; images are decoded only when a loader reads them."""
+    """A list of image files with class labels; decoded when a loader reads them, or once into ``pixels``."""
 
     root: Path  # the class directory the samples were listed from
     samples: list[tuple[Path, int]]  # (image file, class index), sorted by class then path
     classes: list[str]  # sorted class sub-folder names
-    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel (RGB) mean on the 0..1 scale
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel mean on the 0..1 scale
     std: tuple[float, ...] = IMAGENET_STD
     name: str = "folder"
+    channels: int = 3  # every image is decoded to this many channels: 1 (grey) or 3 (RGB)
+    details: dict[str, Any] = field(default_factory=dict)  # how it was read (layout, val_fraction, ...), for the run
+    pixels: Tensor | None = None  # (N, C, S, S) uint8: the images decoded once (folder_setup.decode_folder)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,42 +99,79 @@ class ImageFolderData:
 
     @property
     def in_chans(self) -> int:
-        return 3  # every image is decoded to RGB (load_image)
+        return self.channels
 
     @property
-    def input_size(self) -> None:
-        """Files differ in size: the loader's ``image_size`` decides what the model sees."""
-        return None
+    def input_size(self) -> tuple[int, int, int] | None:
+        """(C, S, S) once decoded; before, None: files differ in size and the loader's ``image_size`` decides."""
+        return None if self.pixels is None else tuple(self.pixels.shape[1:])
 
     def subset(self, index: Tensor) -> ImageFolderData:
-        """The files at ``index``."""
-        return dataclasses.replace(self, samples=[self.samples[i] for i in index.tolist()])
+        """The files (and decoded pixels) at ``index``."""
+        pixels = None if self.pixels is None else self.pixels[index]
+        return dataclasses.replace(self, samples=[self.samples[i] for i in index.tolist()], pixels=pixels)
+
+    def as_tensors(self) -> ImageTensors:
+        """The decoded images as an in-memory set (for :class:`~attnkit.data.DeviceLoader`)."""
+        if self.pixels is None:
+            raise ValueError(f"the images of {self.root} are not decoded; call folder_setup.decode_folder first")
+        labels = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
+        return ImageTensors(self.pixels, labels, list(self.classes), self.mean, self.std, self.name)
 
 
 def load_image_folder(
     root: str | os.PathLike,
     split: str = "train",
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    *,
+    val_fraction: float | None = None,
+    channels: Channels = "auto",
 ) -> ImageFolderData:
-    """List the images of ``root`` (see the module docstring for the layouts accepted)."""
-    directory = _split_directory(Path(root).expanduser(), split)
+    """List the images of one split of ``root`` (see the module docstring for the layouts accepted).
+
+    Args:
+        root: the folder: ``train/`` and ``val/`` (or ``test/``) of class folders, or one tree of class folders.
+        split: ``"train"`` or ``"test"``.
+        mean, std: normalisation (0..1 scale); default ImageNet's (:func:`imagenet_normalization`).
+        val_fraction: one tree: the share of each class held out as the test split (default 0.1); an error when
+            the folder has its own ``val/`` or ``test/``.
+        channels: 1 (grey), 3 (RGB) or ``"auto"``: 1 when every image of the split is grey (judged on at most
+            1,000 spread evenly), else 3. Give the training split's choice when listing the test split.
+    """
+    root = Path(root).expanduser()
+    directory, held_out = _layout(root, split, val_fraction)
     classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
     samples = []
     # Directories already listed: the root and every class folder, then whatever the walks reach.
     visited = {(st.st_dev, st.st_ino) for st in (os.stat(directory / name) for name in ("", *classes))}
-    root = os.path.realpath(directory)
+    real_root = os.path.realpath(directory)
     for label, name in enumerate(classes):
-        files = _image_files(directory / name, visited, root)
+        files = _image_files(directory / name, visited, real_root)
         if not files:
             raise FileNotFoundError(
                 f"class folder {directory / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                 "add some or remove the folder"
             )
+        if held_out is not None:
+            files = _held_out(files, directory, held_out, keep_test=split == "test")
         samples += [(f, label) for f in files]
-    return ImageFolderData(directory, samples, classes, tuple(mean), tuple(std))
+    if not samples:
+        raise FileNotFoundError(f"the {split} split of {root} holds no images: with val_fraction {held_out} every "
+                                "class is too small to hold one out; add images or give the folder a val/ split")
+    if channels == "auto":
+        channels = 1 if grey_folder([path for path, _ in samples]) else 3
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be auto, 1 or 3, got {channels!r}")
+    default_mean, default_std = imagenet_normalization(channels)
+    mean, std = tuple(mean or default_mean), tuple(std or default_std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean and std need {channels} value(s) for {channels}-channel images, got {mean}, {std}")
+    layout = {"layout": "split folders", "directory": str(directory)} if held_out is None else \
+        {"layout": "one tree", "directory": str(directory), "val_fraction": held_out}
+    return ImageFolderData(directory, samples, classes, mean, std, channels=channels, details=layout)
 
 
 def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list[Path]:
@@ -140,33 +205,46 @@ def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list
     return sorted(files)
 
 
-def _split_directory(root: Path, split: str) -> Path:
+def _layout(root: Path, split: str, val_fraction: float | None) -> tuple[Path, float | None]:
+    """(the class directory of ``split``, the held-out fraction when one tree is split, else None)."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; pass root= a directory of class sub-folders")
-    if not (root / "train").is_dir():
-        return root
-    for name in (("train",) if split == "train" else ("test", "val")):
-        if (root / name).is_dir():
-            return root / name
-    raise FileNotFoundError(f"{root} has a train/ folder but no test/ or val/ folder for split {split!r}")
+    if val_fraction is not None and not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
+        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    evaluation = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    if (root / "train").is_dir() and evaluation is not None:
+        if val_fraction is not None:
+            raise ValueError(f"{root} has its own {evaluation.name}/ split; val_fraction applies to one tree only, drop it")
+        return (root / "train" if split == "train" else evaluation), None
+    tree = root / "train" if (root / "train").is_dir() else root
+    return tree, DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
+
+
+def _held_out(files: list[Path], directory: Path, fraction: float, keep_test: bool) -> list[Path]:
+    """One class's files of the test (``keep_test``) or training split of a tree split by ``fraction``.
+
+    The files are ordered by a hash of their path relative to the tree; the first ``round(n * fraction)`` (at
+    least 1 when n >= 2, at most n - 1) are held out. Seed-free, so every run splits the same way.
+    """
+    count = min(max(round(len(files) * fraction), 1), len(files) - 1) if len(files) >= 2 else 0
+    ranked = sorted(files, key=lambda f: hashlib.sha256(f.relative_to(directory).as_posix().encode()).hexdigest())
+    chosen = set(ranked[:count])
+    return [f for f in files if (f in chosen) == keep_test]
 
 
 @register_dataset("folder")
-def folder(split: str, root, download: bool, mirror: str | None) -> ImageFolderData:
+def folder(split: str, root, download: bool, mirror: str | None, *, val_fraction: float | None = None,
+           channels: Channels = "auto") -> ImageFolderData:
     if root is None:
         raise ValueError("data set 'folder' needs root= the directory of your images (ROOT/CLASS/IMAGE files)")
     if download:
         raise ValueError("data set 'folder' reads your own images and cannot download; drop download=True")
-    return load_image_folder(root, split)
+    return load_image_folder(root, split, val_fraction=val_fraction, channels=channels)
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode ``path`` as an RGB image (errors name the file)."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except Exception as err:  # Pillow's decoders raise many types on broken or hostile files; all mean "bad file"
-        raise ValueError(f"cannot decode image {path}: {err}") from err
+def load_image(path: Path, channels: int = 3) -> Image.Image:
+    """Decode ``path`` as an 8-bit grey (1) or RGB (3) image (see :mod:`.pixels`; errors name the file)."""
+    return decode_image(path, channels)
 
 
 def random_resized_crop_box(

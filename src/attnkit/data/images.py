@@ -3,7 +3,8 @@ evenly spaced samples of a data set (what ``attnkit maps`` and the report show).
 
 * :class:`Normalizer`: uint8 (N, C, H, W) pixels -> float32 (x / 255 - mean) / std, the loaders' evaluation
   path (:class:`attnkit.data.DeviceLoader` and :class:`attnkit.data.FolderLoader` normalise every batch with it).
-* :func:`read_images`: files or directories -> :class:`LoadedImages` at a model's input size.
+* :func:`read_images`: files or directories -> :class:`LoadedImages` at a model's input size; a directory of class
+  sub-folders (``val/cat/...``) gives each image its sub-folder's name, a label where it names one of the classes.
 * :func:`dataset_images`: ``count`` evenly spaced images of a data set's split, with labels and boxes.
 """
 
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..validation import check_int
+from ._dataset import evenly_spaced
+from .folder import IMAGE_EXTENSIONS
+from .pixels import decode_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -27,10 +30,11 @@ __all__ = [
     "dataset_images",
     "evenly_spaced",
     "image_files",
+    "labelled_image_files",
     "read_images",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the extensions image folders list
 
 
 class Normalizer:
@@ -66,58 +70,62 @@ class LoadedImages:
     names: list[str] = field(default_factory=list)  # one name per image (file name or "test[i]")
 
 
-def evenly_spaced(total: int, count: int) -> Tensor:
-    """``min(count, total)`` sorted indices spread evenly over ``range(total)``, first and last included.
-
-    >>> evenly_spaced(10, 4).tolist()
-    [0, 3, 6, 9]
-    """
-    check_int("count", count, minimum=1)
-    return torch.linspace(0, total - 1, min(count, total)).round().long().unique()
-
-
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand directories (their image files, sorted by name) and check that every file exists."""
-    files: list[Path] = []
+    """Expand directories (their image files, then their class sub-folders') and check that every file exists."""
+    return [file for file, _ in labelled_image_files(paths)]
+
+
+def labelled_image_files(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
+    """(file, the name of its class sub-folder or None) for files and directories.
+
+    A directory gives its image files (sorted by name) and the images under each of its sub-folders (sorted,
+    recursively), as an ImageFolder split lists them (``val/`` of ``val/cat/1.png``, ``val/dog/...``).
+    """
+    files: list[tuple[Path, str | None]] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = [(p, None) for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                found += [(p, folder.name) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
             if not found:
-                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in directory {path}")
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in directory {path} "
+                                        "or in its sub-folders")
             files += found
         elif path.is_file():
-            files.append(path)
+            files.append((path, None))
         else:
             raise FileNotFoundError(f"no such image file or directory: {path}")
     return files
 
 
 def read_images(
-    paths: Sequence[str | Path], size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float]
+    paths: Sequence[str | Path], size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float],
+    classes: Sequence[str] | None = None,
 ) -> LoadedImages:
     """Read image files with Pillow as the model expects them: (N, C, H, W) float32, normalised.
 
-    ``size`` is (C, H, W), normally the model's ``default_input_size``: images are converted to grey (C = 1)
-    or RGB (C = 3), cropped about their centre to the aspect ratio H:W (never stretched) and resized to H x W
-    (bicubic), scaled to [0, 1] and normalised with the training data's ``mean`` / ``std`` (:class:`Normalizer`).
+    ``size`` is (C, H, W), normally the model's ``default_input_size``: images are decoded to grey (C = 1) or RGB
+    (C = 3) by :func:`attnkit.data.decode_image` (16-bit scaled by its depth, alpha dropped), cropped about their
+    centre to the aspect ratio H:W (never stretched) and resized to H x W (bicubic), scaled to [0, 1] and
+    normalised with the training data's ``mean`` / ``std`` (:class:`Normalizer`). Images in class sub-folders
+    (:func:`labelled_image_files`) get ``labels`` when every sub-folder is named after one of ``classes``.
     """
     channels, height, width = size
     if channels not in (1, 3):
         raise ValueError(f"can read images for models with 1 or 3 input channels, not {channels}")
-    files = image_files(paths)
+    listed = labelled_image_files(paths)
     arrays = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read {file} as an image ({err}); pass image files or directories of them") from None
-        except Exception as err:  # decompression bombs, and whatever else Pillow's decoders raise on hostile files
-            raise ValueError(f"cannot read {file} as an image ({err})") from None
+    for file, _ in listed:
+        image = ImageOps.fit(decode_image(file, channels), (width, height), method=Image.Resampling.BICUBIC)
         arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
-    return LoadedImages(Normalizer(mean, std)(pixels), list(mean), list(std), names=[f.name for f in files])
+    folders = [folder for _, folder in listed]
+    labels = None
+    if classes is not None and all(folder in classes for folder in folders):
+        labels = torch.tensor([list(classes).index(folder) for folder in folders], dtype=torch.int64)
+    names = [f"{folder}/{file.name}" if folder else file.name for file, folder in listed]
+    return LoadedImages(Normalizer(mean, std)(pixels), list(mean), list(std), labels=labels,
+                        classes=list(classes) if labels is not None else None, names=names)
 
 
 def dataset_images(

@@ -6,7 +6,8 @@
 * :class:`FolderLoader` streams an :class:`~attnkit.data.folder.ImageFolderData` set through
   ``torch.utils.data.DataLoader`` workers that decode with Pillow (random resized crop + flip for training,
   resize + centre crop for evaluation) and normalises each batch on the device.
-* :func:`make_loader` picks the one that fits the data.
+* :func:`make_loader` picks the one that fits the data: the device for in-memory sets and image folders decoded
+  into memory (:func:`attnkit.data.folder_setup.decode_folder`), streaming for the other folders.
 
 Both share one contract: ``len(loader)`` steps per epoch and ``loader.epoch_batches(epoch, start=0)`` yielding
 ``(images (b, C, H, W) float32, labels (b,) int64)`` on the device.
@@ -32,10 +33,11 @@ from torch import Tensor
 
 from ..validation import check_choice, check_int, choices, is_int
 from ._dataset import ImageTensors
-from .folder import ImageFolderData, center_crop_image, load_image, random_resized_crop_image
+from .folder import EVAL_CROP_FRACTION, ImageFolderData, center_crop_image, load_image, random_resized_crop_image
 from .images import Normalizer
 
-__all__ = ["DIGIT_DATASETS", "PAD_MODES", "DeviceLoader", "FolderLoader", "PadMode", "crop_flip", "make_loader"]
+__all__ = ["DIGIT_DATASETS", "PAD_MODES", "DecodedFolder", "DeviceLoader", "FolderLoader", "PadMode", "crop_flip",
+           "make_loader"]
 
 PadMode = Literal["reflect", "symmetric", "zeros"]  # how the random crop pads (see _fold)
 PAD_MODES: tuple[str, ...] = choices(PadMode)
@@ -231,12 +233,17 @@ class DeviceLoader:
         return top, left, flip & self.flip
 
 
-class _DecodedFolder(torch.utils.data.Dataset):
-    """Decodes and transforms one image per key (sample index, epoch, position in the epoch); for workers."""
+class DecodedFolder(torch.utils.data.Dataset):
+    """Decodes and transforms one image per key (sample index, epoch, position in the epoch); for workers.
 
-    def __init__(self, data: ImageFolderData, size: int, augment: bool, flip: bool, seed: int, scale, ratio) -> None:
-        self.samples, self.size, self.augment, self.flip = data.samples, size, augment, flip
-        self.seed, self.scale, self.ratio = seed, scale, ratio
+    Training (``augment``): random resized crop + flip drawn from (seed, epoch, position). Evaluation: the shorter
+    side to ``size / crop_fraction``, then the centre ``size`` x ``size``.
+    """
+
+    def __init__(self, data: ImageFolderData, size: int, augment: bool, flip: bool, seed: int, scale=(0.08, 1.0),
+                 ratio=(3 / 4, 4 / 3), crop_fraction: float = EVAL_CROP_FRACTION) -> None:
+        self.samples, self.channels, self.size, self.augment, self.flip = data.samples, data.channels, size, augment, flip
+        self.seed, self.scale, self.ratio, self.crop_fraction = seed, scale, ratio, crop_fraction
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -244,13 +251,14 @@ class _DecodedFolder(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, int]:
         index, epoch, position = key
         path, label = self.samples[index]
-        image = load_image(path)
+        image = load_image(path, self.channels)
         if self.augment:  # the draws depend on (seed, epoch, position) only: any worker, any start gives the same
             rng = np.random.default_rng([self.seed, _AUGMENT, epoch, position])
             image = random_resized_crop_image(image, self.size, rng, self.scale, self.ratio, self.flip)
         else:
-            image = center_crop_image(image, self.size)
-        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()), label  # (H, W, C) uint8
+            image = center_crop_image(image, self.size, self.crop_fraction)
+        pixels = np.asarray(image, dtype=np.uint8).reshape(self.size, self.size, self.channels)
+        return torch.from_numpy(pixels.copy()), label  # (H, W, C) uint8
 
 
 class FolderLoader:
@@ -301,14 +309,14 @@ class FolderLoader:
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         augment = train if augment is None else augment
         self.image_size = image_size
-        self.dataset = _DecodedFolder(data, image_size, augment, flip is not False, seed, scale, ratio)
+        self.dataset = DecodedFolder(data, image_size, augment, flip is not False, seed, scale, ratio)
         self.normalize = Normalizer(data.mean, data.std, self.device)
 
     def __len__(self) -> int:
         return _steps(len(self.data), self.batch_size, drop_last=self.train)
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's (images (b, 3, S, S) float32, labels (b,) int64) for steps ``start`` .. len-1 of ``epoch``."""
+        """This rank's (images (b, C, S, S) float32, labels (b,) int64) for steps ``start`` .. len-1 of ``epoch``."""
         _check_epoch_start(epoch, start, len(self))
         return self._iterate(epoch, start)
 
@@ -322,11 +330,11 @@ class FolderLoader:
         ))
         for step_keys in keys:
             if step_keys:
-                images, labels = _next_batch(decoded)  # (b, S, S, 3) uint8, (b,) int64
+                images, labels = _next_batch(decoded)  # (b, S, S, C) uint8, (b,) int64
             else:  # this rank's share of a last partial evaluation batch can be empty; it still takes the step
-                size = self.dataset.size
-                images, labels = torch.empty(0, size, size, 3, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-            images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (b, 3, S, S), channels-last strides
+                size, channels = self.dataset.size, self.dataset.channels
+                images, labels = torch.empty(0, size, size, channels, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+            images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (b, C, S, S), channels-last strides
             yield self.normalize(images, self.channels_last), labels.to(self.device, non_blocking=True)
 
     def _keys(self, epoch: int, start: int) -> list[list[tuple[int, int, int]]]:
@@ -357,7 +365,10 @@ def _next_batch(batches: Iterator):
 
 
 def make_loader(data, batch_size: int, *, train: bool, device: str | torch.device = "cpu", **options):
-    """:class:`DeviceLoader` for :class:`ImageTensors`, :class:`FolderLoader` for image folders; ``options`` go on."""
+    """:class:`DeviceLoader` for :class:`ImageTensors` and decoded image folders, :class:`FolderLoader` for
+    image folders streamed from their files; ``options`` go on."""
+    if isinstance(data, ImageFolderData) and data.pixels is not None:
+        data = data.as_tensors()
     if isinstance(data, ImageTensors):
         return DeviceLoader(data, batch_size, train=train, device=device, **options)
     if isinstance(data, ImageFolderData):

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..data.folder import Channels
+from ..data.folder_setup import Normalization
 from ..data.loader import PadMode
 from ..functional.attention import Reduction
 from ..functional.cam import CAMMethodName
@@ -55,7 +57,7 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    name: str = "wrn_16_1"  # registered model (see `attnkit models`)
+    name: str = "wrn_16_1"  # registered model (`attnkit models`) or package.module:callable, torchvision:NAME, timm:NAME
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments, e.g. {dropout: 0.3}
 
 
@@ -70,8 +72,12 @@ class DataConfig:
     flip: bool | None = None  # horizontal flips; None = the data set's default (off for digits)
     pad: int = 4  # padding of the random crop, in pixels
     pad_mode: PadMode = "reflect"  # reflect (the attention-transfer code) | symmetric | zeros
-    image_size: int = 224  # folder data sets: training crop / evaluation centre-crop size
-    workers: int = 4  # folder data sets: DataLoader worker processes
+    image_size: int = 224  # folders: side of the square images the model sees
+    channels: Channels = "auto"  # folders: 1 (grey) | 3 (RGB) | auto (1 when every training image is grey)
+    normalization: Normalization = "measured"  # folders: mean/std measured on the training split | imagenet
+    val_fraction: float | None = None  # folders without val/: share of each class held out for testing (null: 0.1)
+    memory_budget_mb: float = 1024  # folders: decoded once into device memory if they fit in this many MiB (0: stream)
+    workers: int = 4  # folders: decoding processes (DataLoader workers)
     train_limit: int | None = None  # train on a fixed random subset of N images, the same for every seed (quick runs)
     test_limit: int | None = None  # evaluate on a fixed random subset of N test images
 
@@ -100,9 +106,10 @@ class DistillConfig:
     [60, 120, 160], gamma: 0.2}``; ``distill.dkd_schedule: {warmup_epochs: 20, per: epoch}``.
     """
 
-    teacher: str | None = None  # teacher run directory or .safetensors file (required for `attnkit distill`)
-    teacher_model: str | None = None  # teacher architecture when `teacher` is a bare weights file without metadata
-    layers: list[str] | None = None  # "student_path:teacher_path" pairs of AT, F-ActT, NST; None = pair by resolution (feature_info)
+    teacher: str | None = None  # teacher run directory, .safetensors file or PyTorch .pt/.pth state dict
+    teacher_model: str | None = None  # teacher architecture (as model.name) for a `teacher` file without attnkit metadata
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments of teacher_model, e.g. {depth: 16}
+    layers: list[str] | None = None  # "student:teacher" module path pairs of AT, F-ActT, NST; None = by resolution
     ce_weight: float | None = None  # weight of CE with the labels; None = 1 - kd_alpha (Hinton's mixture); LS-KD: 0.1
     at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
     at_p: float = 2.0  # exponent of the attention function F_sum^p
@@ -124,7 +131,7 @@ class DistillConfig:
     hint_layers: list[str] | None = None  # hint pairs; None = the middle resolution group of each network
     hint_relu: bool = True  # end the hint regressor with a ReLU (RepDistiller's ConvReg); false for signed features
     cam_beta: float = 0.0  # CAM transfer weight: the student matches the teacher's Grad-CAM of the true class; 0 = off
-    cam_layers: list[str] | None = None  # CAM pairs; None = the layer producing each network's forward_features output
+    cam_layers: list[str] | None = None  # CAM pairs; None = each network's forward_features layer (else its last group)
     cam_method: CAMMethodName = "gradcam"  # gradcam (channel weights) | hirescam (element-wise weights)
     kd_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # multiplier of kd_alpha over training
     at_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of at_beta (AT+KD: decayed with the lr)
@@ -156,9 +163,9 @@ class DistillConfig:
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the network trained (the student when distilling)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the images: data set, batches, augmentation
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser and learning-rate schedule
+    distill: DistillConfig = field(default_factory=DistillConfig)  # the teacher and the distillation terms
     out: str = "runs/run"  # run directory: config, checkpoints, metrics, final weights
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
@@ -293,6 +300,13 @@ def validate(config: RunConfig) -> None:
     for key in ("train_limit", "test_limit"):
         limit = getattr(d, key)
         _require(limit is None or limit >= 1, f"data.{key}", f"must be >= 1 or null, got {limit}")
+    _require(d.image_size >= 1, "data.image_size", f"must be >= 1, got {d.image_size}")
+    _require(d.val_fraction is None or 0 < d.val_fraction < 1, "data.val_fraction",
+             f"must be in (0, 1) or null, got {d.val_fraction}")
+    _require(d.memory_budget_mb >= 0, "data.memory_budget_mb", f"must be >= 0, got {d.memory_budget_mb}")
+    for key, default in (("channels", "auto"), ("normalization", "measured"), ("val_fraction", None)):
+        _require(d.name == "folder" or getattr(d, key) == default, f"data.{key}",
+                 f"applies to data.name=folder only (data set {d.name!r} has its own); drop it")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _require(o.epochs >= 1, "optim.epochs", f"must be >= 1, got {o.epochs}")
     _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")

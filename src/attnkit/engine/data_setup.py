@@ -33,16 +33,10 @@ class DataSource:
 
 
 def take(data: Any, limit: int | None) -> Any:
-    """``limit`` examples of a data set (all of them for None), a fixed random subset in data order.
+    """:func:`attnkit.data.fixed_subset`: ``limit`` examples, the same for every seed (``data.train_limit``)."""
+    from ..data import fixed_subset
 
-    Not simply the first ``limit``: several data sets are stored sorted by class (mnist5k, cluttered-mnist), and
-    their first images are all zeros. The subset does not depend on the run's seed, so runs that differ only
-    in their seed see the same images.
-    """
-    if limit is None or limit >= len(data):
-        return data
-    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-    return data.subset(index)
+    return fixed_subset(data, limit)
 
 
 def data_info(data: Any, name: str, image_size: int | None = None) -> dict[str, Any]:
@@ -56,8 +50,10 @@ def data_info(data: Any, name: str, image_size: int | None = None) -> dict[str, 
         if image_size is None:
             raise ValueError(f"the images of {name} differ in size; give the image_size the loader crops them to")
         input_size = (data.in_chans, image_size, image_size)
-    return {"dataset": name, "num_classes": len(data.classes), "classes": list(data.classes), "in_chans": input_size[0],
+    info = {"dataset": name, "num_classes": len(data.classes), "classes": list(data.classes), "in_chans": input_size[0],
             "input_size": list(input_size), "mean": list(data.mean), "std": list(data.std)}
+    details = getattr(data, "details", None)  # image folders: how they were read (attnkit.data.folder_setup)
+    return {**info, "folder": dict(details)} if details else info
 
 
 def load_data(config: RunConfig, dist: Distributed, train_loader: Any = None, test_loader: Any = None) -> DataSource:
@@ -107,13 +103,20 @@ class ChannelsLastBatches:
             yield images.contiguous(memory_format=torch.channels_last), labels
 
 
-def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...]) -> list[Any]:
-    """The run's data set splits (downloaded once per file system if asked), limited as configured."""
+def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...],
+                recorded: dict[str, Any] | None = None) -> list[Any]:
+    """The run's data set splits (downloaded once per file system if asked), limited as configured.
+
+    Image folders go through :func:`attnkit.data.prepare_folder`; ``recorded`` (a run's information: its
+    ``folder`` record, mean and std) makes it read the images as that run did.
+    """
     from .. import data as datasets  # imported here: the engine also runs on caller-made loaders
 
     d = config.data
     limits = {"train": d.train_limit, "test": d.test_limit}
     try:
+        if d.name == "folder":
+            return _folder_splits(config, splits, limits, recorded)
         download = d.download
         if download and dist.enabled:
             _download_once(lambda: [datasets.load_dataset(d.name, s, root=d.root, download=True) for s in splits], dist)
@@ -125,6 +128,25 @@ def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...]) -
         message = str(err.args[0] if err.args else err)
         hint = "; pass data.download=true to fetch it" if "download=True" in message else ""  # not for folders
         raise ConfigError("data.root", message + hint) from None
+
+
+def _folder_splits(config: RunConfig, splits: tuple[str, ...], limits: dict[str, int | None],
+                   recorded: dict[str, Any] | None) -> list[Any]:
+    from ..data import prepare_folder
+
+    d = config.data
+    if d.root is None:
+        raise ConfigError("data.root", "data.name=folder needs data.root=DIR, a folder of class sub-folders of images")
+    if recorded is not None:  # a trained model's images: its folder's decisions, or at least its channels and normalisation
+        decisions = recorded.get("folder") if recorded.get("dataset") == "folder" else None
+        recorded = {**(decisions or {}), "channels": recorded["in_chans"], "mean": recorded["mean"], "std": recorded["std"]}
+    try:
+        return prepare_folder(d.root, splits, d.image_size, val_fraction=d.val_fraction, channels=d.channels,
+                              normalization=d.normalization, memory_budget_mb=d.memory_budget_mb, workers=d.workers,
+                              limits=limits, recorded=recorded)
+    except ValueError as err:
+        message = err.args[0] if err.args else str(err)
+        raise ConfigError("data.val_fraction" if "val_fraction" in message else "data.root", message) from None
 
 
 def make_split_loader(
@@ -165,9 +187,10 @@ def _download_once(fetch, dist: Distributed) -> None:
 
 
 def _loader_options(data: Any, d: Any) -> dict[str, Any]:
-    """The options each kind of loader takes: padding for in-memory sets, image size and workers for folders."""
+    """The options each kind of loader takes: padding for sets in memory (image folders decoded into memory too),
+    image size and workers for folders streamed from their files."""
     from ..data import ImageTensors
 
-    if isinstance(data, ImageTensors):
+    if isinstance(data, ImageTensors) or getattr(data, "pixels", None) is not None:
         return {"pad": d.pad, "pad_mode": d.pad_mode}
     return {"image_size": d.image_size, "num_workers": d.workers}

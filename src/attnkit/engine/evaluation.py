@@ -28,6 +28,9 @@ def evaluate_run(
     run_dir = RunDir(path) if path.is_dir() else None
     config = run_dir.config() if run_dir is not None and run_dir.file(RunDir.CONFIG).is_file() else RunConfig()
     info = load_run_info(path, weights)
+    if not info:
+        raise ValueError(f"{path} carries no attnkit metadata (classes, normalisation); evaluate a run directory or "
+                         "a weights file written by attnkit")
     config.data.name = data or info.get("dataset") or config.data.name
     config.data.root = root or config.data.root
     config.data.eval_batch_size, config.data.test_limit = batch_size, None
@@ -36,7 +39,7 @@ def evaluate_run(
         config.data.image_size = input_size[-1]
     dev = resolve_device(device)
     model = load_model(path, dev, weights)
-    (test,) = load_splits(config, Distributed(), ("test",))
+    (test,) = load_splits(config, Distributed(), ("test",), recorded=info)  # folders: read as the model expects
     test_loader = make_split_loader(test, config, dev, Distributed(), train=False)
     test_info = data_info(test, config.data.name, config.data.image_size)
     if test_info["num_classes"] != info["num_classes"]:

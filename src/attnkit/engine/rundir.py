@@ -10,7 +10,8 @@
     run.lock                held (an OS file lock) by the process training in the directory
 
 Everyone who reads a run (training and resuming, ``attnkit eval``, the report, the demo) goes through
-:class:`RunDir`; ``load_model`` and ``load_run_info`` also take a bare ``.safetensors`` file written by attnkit.
+:class:`RunDir`; ``load_model`` and ``load_run_info`` also take a bare weights file: ``.safetensors`` (attnkit's
+carry the run information) or another tool's PyTorch state dict (``.pt``/``.pth``, see :mod:`.state_files`).
 A training checkpoint is two files; it only becomes *the* checkpoint when the pointer file, written last, names
 it, so a crash between the two writes leaves the previous checkpoint in force. Checkpoint state is read with
 ``torch.load(weights_only=True)``: no pickled code. A file that cannot be read (truncated, edited, hostile) is a
@@ -31,14 +32,16 @@ import torch
 from torch import nn
 
 from ..models import create_model
+from ..models._external import is_spec
 from ..recipes import load_recipe
 from .checkpoint import check_state_dict, load_weights, save_state, save_weights, write_json, write_yaml
 from .config import RunConfig, config_from_dict, config_to_dict
 from .run_lock import LOCK_FILE, RunLock
 from .run_log import read_metrics
+from .state_files import TORCH_SUFFIXES, clean_state_dict, load_torch_state_dict
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
-           "save_checkpoint"]
+           "read_weights_file", "save_checkpoint"]
 
 Weights = Literal["final", "best", "last"]  # model.safetensors, best.safetensors, the newest training checkpoint
 
@@ -54,7 +57,8 @@ class RunInfo:
     input_size: list[int] | None = None  # (C, H, W) of the training images
     mean: list[float] | None = None  # per-channel normalisation, 0..1 scale
     std: list[float] | None = None
-    model: str | None = None  # registry name to rebuild the model by (None: a model passed in by the caller)
+    folder: dict[str, Any] | None = None  # image folders: how they were read (layout, channels, normalisation, memory)
+    model: str | None = None  # registry name or spec to rebuild the model by (None: a model passed in by the caller)
     model_class: str | None = None  # the model's class name
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments besides num_classes, in_chans
     versions: dict[str, str] = field(default_factory=dict)  # attnkit, torch, numpy, python
@@ -203,23 +207,46 @@ class RunDir:
         return weights, state
 
 
-def _model_from_file(file: Path, device: str | torch.device, model_name: str | None) -> nn.Module:
+def read_weights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, attnkit info or {}) of a ``.safetensors`` file or a PyTorch state dict (``.pt``, ``.pth``, ...).
+
+    Files from other tools are cleaned (:func:`~.state_files.clean_state_dict`): nested ``state_dict``/``model``
+    keys unwrapped, ``module.`` / ``_orig_mod.`` prefixes stripped.
+    """
+    file = Path(file)
+    if file.suffix.lower() in TORCH_SUFFIXES:
+        return load_torch_state_dict(file), {}
     state, info = load_weights(file)
+    return (state, info) if info else (clean_state_dict(state, str(file)), {})
+
+
+def _model_from_file(file: Path, device: str | torch.device, model_name: str | None, num_classes: int | None = None,
+                     in_chans: int | None = None, model_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    state, info = read_weights_file(file)
     if not info and model_name is None:
-        raise ValueError(f"{file} carries no attnkit metadata; say which architecture it is (model_name=...)")
-    name = info.get("model", model_name) or model_name
+        raise ValueError(f"{file} carries no attnkit metadata; name its architecture (distill.teacher_model=NAME for "
+                         "a teacher, model_name=NAME in Python)")
+    name = info.get("model") or model_name
     if name is None:
-        raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that is not in the registry; "
-                         "build it yourself and call load_state_dict(attnkit.engine.checkpoint.load_weights(path)[0])")
+        raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that attnkit cannot rebuild; "
+                         "name its builder as package.module:callable (model_name=...), or build it yourself and call "
+                         "load_state_dict(attnkit.engine.rundir.read_weights_file(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
-    kwargs = info.get("model_kwargs") or {}
+    recorded = info.get("model") is not None  # the file says how to build it; else the caller does
+    kwargs = dict(info.get("model_kwargs") or {}) if recorded else dict(model_kwargs or {})
+    num_classes = info.get("num_classes") or num_classes
+    if num_classes is None:
+        raise ValueError(f"{file} does not record how many classes its model predicts; pass num_classes=...")
     try:
-        model = create_model(name, num_classes=info.get("num_classes", 10), in_chans=info.get("in_chans", 3), **kwargs)
-    except (KeyError, TypeError, ValueError) as err:  # metadata edited, or written by another version of attnkit
+        model = create_model(name, num_classes=num_classes, in_chans=info.get("in_chans") or in_chans or 3, **kwargs)
+    except (KeyError, TypeError, ValueError) as err:
         reason = err.args[0] if err.args else err
+        if is_spec(name):  # a model of another package: its module or builder is missing or refuses the arguments
+            raise ValueError(f"{file}: {reason}") from None
+        hint = "was it written by another version of attnkit?" if recorded else "check the model name and kwargs"
         raise ValueError(f"{file} describes a model attnkit cannot build ({name}, model_kwargs {kwargs}: {reason}); "
-                         "was it written by another version of attnkit?") from None
+                         f"{hint}") from None
     check_state_dict(model, state, str(file))
     model.load_state_dict(state)
     return model.to(device).eval()
@@ -269,28 +296,37 @@ def _weights_file(path: str | Path, weights: Weights) -> Path:
 
 
 def load_model(
-    path: str | Path, device: str | torch.device = "cpu", weights: Weights = "final", model_name: str | None = None
+    path: str | Path, device: str | torch.device = "cpu", weights: Weights = "final", model_name: str | None = None,
+    *, num_classes: int | None = None, in_chans: int | None = None, model_kwargs: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build the model a run directory or weights file describes, load its weights, return it in eval mode.
 
     Args:
-        path: a run directory or a ``.safetensors`` file written by attnkit.
+        path: a run directory, a ``.safetensors`` file, or a PyTorch state dict (``.pt``/``.pth``, read with
+            ``torch.load(weights_only=True)``; see :func:`read_weights_file`).
         device: where to put the model.
         weights: for run directories, ``"final"`` (model.safetensors), ``"best"`` or ``"last"`` (newest checkpoint).
-        model_name: the architecture expected (e.g. the teacher asked for in a recipe). A file recording another
-            architecture, or weights that do not fit, raise a ``ValueError`` saying which.
+        model_name: the architecture expected (e.g. the teacher asked for in a recipe), a registry name or a
+            spec (``package.module:callable``, ``torchvision:NAME``). A file recording another architecture, or
+            weights that do not fit, raise a ``ValueError`` saying which. Needed for files without attnkit metadata.
+        num_classes, in_chans, model_kwargs: how to build ``model_name`` for a file that does not record it.
+
+    >>> # teacher = load_model("teacher.pth", model_name="torchvision:resnet18", num_classes=10)
     """
-    return _model_from_file(_weights_file(path, weights), device, model_name)
+    return _model_from_file(_weights_file(path, weights), device, model_name, num_classes, in_chans, model_kwargs)
 
 
 def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any]:
-    """The run information stored with a run directory or weights file (model, classes, normalisation...)."""
+    """The run information stored with a run directory or weights file (model, classes, normalisation...).
+
+    A weights file without attnkit metadata (another tool's ``.pth`` or ``.safetensors``) gives ``{}``.
+    """
     path = Path(path)
     if path.is_dir():
         return RunDir(path).info(weights).to_dict()
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return {}
     _, info = load_weights(_weights_file(path, weights))
-    if not info:
-        raise ValueError(f"{path} carries no attnkit metadata; load it with create_model(...) and load_state_dict")
     return info
 
 

@@ -23,8 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import functional as AF
 from ..features import LayerPair, default_pairs, pair_layers
-from ..models import create_model, is_model, list_models
-from ..validation import suggest
+from ..models import check_model_name, create_model
 from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
@@ -167,14 +166,24 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
 
 def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, teacher: nn.Module | None) -> None:
     """Fail fast, before any data is read, on names that cannot work."""
-    name, d = config.model.name, config.distill
-    if model is None and not is_model(name):
-        raise ConfigError("model.name", f"unknown model {name!r}; {suggest(name, list_models(), fallback='see `attnkit models`')}")
+    d = config.distill
+    if model is None:
+        _check_model_name("model.name", config.model.name)
     if teacher is None and plan.needs_teacher:
         if d.teacher is None:
             raise ConfigError("distill.teacher", "a teacher run directory or weights file is needed for the transfer terms")
         if not Path(d.teacher).exists():
             raise ConfigError("distill.teacher", f"no teacher checkpoint at {d.teacher} (train one with `attnkit train`)")
+        if d.teacher_model is not None:
+            _check_model_name("distill.teacher_model", d.teacher_model)
+
+
+def _check_model_name(key: str, name: str) -> None:
+    """A registry name, or a spec whose module and callable can be found."""
+    try:
+        check_model_name(name)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(key, err.args[0]) from None
 
 
 def _lock(run_dir: RunDir, dist: Distributed, resume: bool) -> RunLock | None:
@@ -216,6 +225,8 @@ def _create_model(config: RunConfig, data_info: dict[str, Any]) -> nn.Module:
         return create_model(m.name, num_classes=data_info["num_classes"], in_chans=data_info["in_chans"], **m.kwargs)
     except TypeError as err:
         raise ConfigError("model.kwargs", str(err)) from None
+    except ValueError as err:  # a spec's builder refused its arguments (or returned no module)
+        raise ConfigError("model.name", err.args[0]) from None
 
 
 def _teacher(config: RunConfig, plan: TermPlan, given: nn.Module | None, data_info: dict[str, Any],
@@ -230,12 +241,19 @@ def _teacher(config: RunConfig, plan: TermPlan, given: nn.Module | None, data_in
 def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.device) -> nn.Module:
     d = config.distill
     try:
-        teacher = load_model(d.teacher, device, model_name=d.teacher_model)
+        teacher = load_model(d.teacher, device, model_name=d.teacher_model, num_classes=data_info["num_classes"],
+                             in_chans=data_info["in_chans"], model_kwargs=d.teacher_kwargs)
         teacher_info = load_run_info(d.teacher)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
-    if getattr(teacher, "num_classes", None) != data_info["num_classes"]:
-        raise ConfigError("distill.teacher", f"teacher predicts {teacher.num_classes} classes but the data has {data_info['num_classes']}")
+    with torch.no_grad():
+        logits = teacher(torch.zeros(1, *data_info["input_size"], device=device))
+    if logits.dim() != 2:
+        raise ConfigError("distill.teacher", f"the teacher gives outputs of shape {tuple(logits.shape)} for one image, "
+                                             "not (1, classes) logits")
+    if logits.shape[1] != data_info["num_classes"]:
+        raise ConfigError("distill.teacher", f"teacher predicts {logits.shape[1]} classes but the data has "
+                                             f"{data_info['num_classes']}")
     for key in ("in_chans", "input_size", "mean", "std"):
         if teacher_info.get(key) is not None and teacher_info[key] != data_info[key]:
             raise ConfigError("distill.teacher", f"the teacher was trained on images with {key} {teacher_info[key]} "

@@ -236,10 +236,12 @@ class Trainer:
             run.run_dir.save_weights(run.model, "final", run.info)
         records = self.log.records() if run.dist.is_main else []
         total_images = sum(r["images_per_s"] * r["time_s"] for r in records)
+        model_name = run.info.model or run.info.model_class  # a model passed in: its class
+        teacher = config.distill.teacher or type(run.teacher).__qualname__ if run.teacher is not None else None
         summary = {
             "run_dir": str(run.run_dir.path),
-            "model": config.model.name,
-            "teacher": config.distill.teacher if run.teacher is not None else None,
+            "model": model_name,
+            "teacher": teacher,
             "epochs": config.optim.epochs,
             "last": {"epoch": last["epoch"], **last["test"]} if last and "test" in last else None,
             "best": self.best,
@@ -254,7 +256,7 @@ class Trainer:
         self.log.write_summary(summary)
         if summary["last"] is not None:
             self.log.message(
-                f"done: {config.model.name} last epoch {summary['last']['epoch']} top-1 {summary['last']['top1']:.2f}% "
+                f"done: {model_name} last epoch {summary['last']['epoch']} top-1 {summary['last']['top1']:.2f}% "
                 f"(best {self.best['top1']:.2f}% at epoch {self.best['epoch']}); "
                 f"weights in {run.run_dir.file(run.run_dir.WEIGHTS['final'])}"
             )

@@ -10,7 +10,9 @@ Grad-CAM's channel means of the gradient, Score-CAM's softmax of masked scores, 
 
 * **Layers.** ``layer`` is a module path, a module, or a list of them; None is the module producing
   ``model.forward_features``' output (the attnkit model contract's last feature map, found on the first call
-  with :func:`attnkit.features.output_module`).
+  with :func:`attnkit.features.output_module`), or for a model without ``forward_features`` (torchvision's, a
+  ``Sequential``) the last of its traced attention points (:func:`attnkit.features.resolution_groups`), the last
+  spatial map before global pooling.
 * **Several layers** are fused as pytorch-grad-cam does: each layer's map is scaled to [0, 1] per image
   (minimum -> 0, maximum -> 1; a flat map -> 0), resized to the finest of the layers' resolutions
   (:func:`attnkit.functional.resize_map`) and averaged, so a fused map lies in [0, 1].
@@ -33,9 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..features import output_module, resolve_module
+from ..features import output_module, resolution_groups, resolve_module
 from ..functional import resize_map
-from ._base import AttentionMethod, LayerSpec, layer_paths, require_contract
+from ._base import AttentionMethod, LayerSpec, layer_paths
 
 __all__ = ["CAMMethod", "first_component", "fuse_layers", "scale_per_image"]
 
@@ -158,8 +160,6 @@ class CAMMethod(AttentionMethod):
         eigen_smooth: bool = False,
     ) -> None:
         super().__init__(model)
-        if layer is None:
-            require_contract(model, ("forward_features",), type(self).__name__, "pass layer='module path' (or the module)")
         self.layers = None if layer is None else layer_paths(model, layer)
         self.relu, self.aug_smooth, self.eigen_smooth = relu, aug_smooth, eigen_smooth
         self._features_layer: str | None = None  # the default layer, once found
@@ -169,15 +169,22 @@ class CAMMethod(AttentionMethod):
         """The layers' module paths, comma-separated (for the default layer: known after the first call)."""
         if self.layers is not None:
             return ", ".join(self.layers)
-        return self._features_layer or "(the module producing forward_features' output)"
+        return self._features_layer or "(the module producing forward_features' output, or the last traced point)"
 
     def _paths(self, images: Tensor) -> list[str]:
         if self.layers is not None:
             return self.layers
         if self._features_layer is None:
             probe = images[:1]  # one image: the module structure does not depend on the batch
-            with torch.no_grad():
-                self._features_layer = output_module(self.model, lambda: self.model.forward_features(probe))
+            if hasattr(self.model, "forward_features"):
+                with torch.no_grad():
+                    self._features_layer = output_module(self.model, lambda: self.model.forward_features(probe))
+            else:  # any other model: the last of its traced attention points, the last spatial map before pooling
+                points = resolution_groups(self.model, probe)
+                if not points:
+                    raise ValueError(f"{type(self.model).__name__} has no module with a spatial output for "
+                                     f"{type(self).__name__}; pass layer='module path' (or the module)")
+                self._features_layer = points[-1].path
         return [self._features_layer]
 
     def _check_layer_output(self, path: str, activations: Tensor) -> None:

@@ -3,10 +3,14 @@
 >>> from attnkit.models import create_model, list_models
 >>> "wrn_16_1" in list_models("wrn_*")
 True
+
+Besides registry names, ``create_model`` takes ``package.module:callable``, ``torchvision:NAME`` and ``timm:NAME``
+(``_external.py``); models without ``feature_info`` get their attention points traced
+(:func:`attnkit.features.resolution_groups`).
 """
 
 from ._features import FeatureInfo, GapLinearModel
-from ._registry import create_model, is_model, list_models, register_model
+from ._registry import check_model_name, create_model, is_model, list_models, register_model
 from ._summary import ModelSummary, count_macs, count_parameters, markdown_table, summarize_models
 
 # Importing a family module registers its models.
@@ -16,6 +20,7 @@ __all__ = [
     "FeatureInfo",
     "GapLinearModel",
     "ModelSummary",
+    "check_model_name",
     "count_macs",
     "count_parameters",
     "create_model",

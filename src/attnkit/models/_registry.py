@@ -1,5 +1,8 @@
 """The model registry: ``register_model`` for entry functions, ``create_model`` / ``list_models`` for users.
 
+``create_model`` also builds models from outside the registry, named by a spec (``package.module:callable``,
+``torchvision:NAME``, ``timm:NAME``; see ``_external.py``).
+
 Each registered entry function only sets arguments and calls one builder (timm's style), e.g.::
 
     @register_model
@@ -15,8 +18,9 @@ from collections.abc import Callable
 from torch import nn
 
 from ..validation import check_int, suggest
+from ._external import build_external, external_builder, is_spec
 
-__all__ = ["create_model", "is_model", "list_models", "register_model"]
+__all__ = ["check_model_name", "create_model", "is_model", "list_models", "register_model"]
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -45,17 +49,32 @@ def is_model(name: str) -> bool:
     return name in _ENTRYPOINTS
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with ``num_classes`` outputs; ``kwargs`` go to its builder.
+def check_model_name(name: str) -> None:
+    """Raise unless ``name`` is a registered model or a spec whose callable can be found (imports its module).
 
-    Every model accepts ``in_chans`` (input channels, default 3) besides its own options.
+    ``KeyError`` for an unknown registry name (naming the closest), ``ValueError`` for a spec naming a module or
+    attribute that cannot be found.
+    """
+    if is_spec(name):
+        external_builder(name)
+    elif name not in _ENTRYPOINTS:
+        hint = suggest(name, _ENTRYPOINTS, fallback="see `attnkit models`, or name your own as package.module:callable",
+                       n=5, cutoff=0.4)
+        raise KeyError(f"unknown model {name!r}; {hint}")
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build the model ``name`` with ``num_classes`` outputs; ``kwargs`` go to its builder.
+
+    ``name`` is a registered model (every one accepts ``in_chans``, input channels, default 3, besides its own
+    options) or a spec of a model from elsewhere: ``package.module:callable``, ``torchvision:NAME``, ``timm:NAME``.
 
     >>> model = create_model("wrn_16_1", num_classes=10)
     >>> sum(p.numel() for p in model.parameters())
     175066
     """
-    if name not in _ENTRYPOINTS:
-        hint = suggest(name, _ENTRYPOINTS, fallback="see attnkit.models.list_models()", n=5, cutoff=0.4)
-        raise KeyError(f"unknown model {name!r}; {hint}")
+    check_model_name(name)
     check_int("num_classes", num_classes, minimum=1)
+    if is_spec(name):
+        return build_external(name, num_classes, **kwargs)
     return _ENTRYPOINTS[name](num_classes=num_classes, **kwargs)

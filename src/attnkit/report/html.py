@@ -151,6 +151,9 @@ def _maps_section(runs: Sequence[RunRecord], out_dir: Path, methods: Sequence[st
     except (FileNotFoundError, ValueError, KeyError) as err:
         return f'<p class="note">No attention maps: {html.escape(str(err.args[0] if err.args else err))}</p>'
     figures = "".join(_img(path, f"{m} maps, models side by side") for m, path in report.comparisons.items())
+    if not figures:  # a single run: its own figure of every method
+        figures = "".join(_img(kinds["methods"], f"{label}: the maps of every method")
+                          for label, kinds in report.figures.items() if "methods" in kinds)
     rows = []
     for label, by_method in report.metrics.items():
         for method, scores in by_method.items():

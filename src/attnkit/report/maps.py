@@ -3,8 +3,9 @@ layer, and hand both to :func:`attnkit.explain.maps.explain_models`, which compu
 
 * :func:`load_run_models`: run directories (or ``.safetensors`` files) -> {label: model}, plus the run's
   data information (input size, normalisation, classes).
-* :func:`explain_runs`: the whole command: models, images (files through :func:`attnkit.data.read_images`, or a
-  data set's test images through :func:`attnkit.data.dataset_images`), targets, then ``explain_models``.
+* :func:`explain_runs`: the whole command: models, images (files through :func:`attnkit.data.read_images`, a
+  data set's test images through :func:`attnkit.data.dataset_images`, or an image-folder run's own test images
+  through :func:`folder_test_images`), targets, then ``explain_models``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import dataset_images, read_images
+from ..data import LoadedImages, dataset_images, evenly_spaced, read_images
 from ..explain import Target
 from ..explain.maps import MapsReport, explain_models
 
-__all__ = ["explain_runs", "load_run_models"]
+__all__ = ["explain_runs", "folder_test_images", "load_run_models"]
 
 
 def load_run_models(
@@ -54,6 +55,33 @@ def load_run_models(
     return models, first
 
 
+def folder_test_images(path: str | Path, info: dict, count: int, root: str | Path | None = None) -> LoadedImages:
+    """``count`` images of an image-folder run's test split, evenly spaced, as its evaluation sees them.
+
+    The folder is the run's ``data.root`` (config.yaml) unless ``root`` is given; it is read with the decisions
+    the run recorded (channels, held-out split, normalisation, memory or streaming) and batched by the run's
+    evaluation loader, so the images are exactly those ``attnkit eval`` scores.
+    """
+    from ..engine import RunDir
+    from ..engine.data_setup import load_splits, make_split_loader
+    from ..engine.runtime import Distributed
+
+    run_dir = RunDir(path)
+    if not run_dir.file(RunDir.CONFIG).is_file():
+        raise ValueError(f"{path} is not a run directory with a config.yaml, so its image folder is unknown; "
+                         "pass the images with --images DIR")
+    config = run_dir.config()
+    config.data.name, config.data.root = "folder", str(root) if root is not None else config.data.root
+    config.data.test_limit, config.data.image_size = None, (info.get("input_size") or [config.data.image_size])[-1]
+    (test,) = load_splits(config, Distributed(), ("test",), recorded=info)
+    index = evenly_spaced(len(test), count)
+    loader = make_split_loader(test.subset(index), config, torch.device("cpu"), Distributed(), train=False)
+    batches = list(loader.epoch_batches(0))
+    names = [f"{file.parent.name}/{file.name}" for file, _ in test.subset(index).samples]
+    return LoadedImages(torch.cat([x for x, _ in batches]), list(test.mean), list(test.std),
+                        labels=torch.cat([y for _, y in batches]), classes=list(test.classes), names=names)
+
+
 def explain_runs(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -82,8 +110,9 @@ def explain_runs(
             (``run.json``'s ``input_size``, else the model's ``default_input_size``) and normalised with the run's
             mean/std.
         data: instead of ``images``, a data set name: ``count`` test images (:func:`attnkit.data.dataset_images`), with their
-            labels and boxes (cluttered-mnist), normalised with the data set's mean/std.
-        root: data directory for ``data``.
+            labels and boxes (cluttered-mnist), normalised with the data set's mean/std; ``"folder"``: the first
+            run's image folder (:func:`folder_test_images`).
+        root: data directory for ``data`` (for ``"folder"``: default the run's ``data.root``).
         labels: one label per run (default: the directory names).
         weights: ``final``, ``best`` or ``last``.
         device: ``auto``, ``cpu``, ``cuda``...
@@ -104,7 +133,9 @@ def explain_runs(
     first = next(iter(models.values()))
     if images is not None:
         size = tuple(info.get("input_size") or first.default_input_size)
-        loaded = read_images(images, size, info["mean"], info["std"])
+        loaded = read_images(images, size, info["mean"], info["std"], classes=info.get("classes"))
+    elif data == "folder":
+        loaded = folder_test_images(paths[0], info, count, root)
     else:
         loaded = dataset_images(data, count, root)
     channels = getattr(first, "default_input_size", (loaded.images.shape[1],))[0]
@@ -114,7 +145,8 @@ def explain_runs(
         target = "label" if loaded.labels is not None else "predicted"
     if target == "label":
         if loaded.labels is None:
-            raise ValueError("target 'label' needs labelled images: use data=NAME, or target='predicted'")
+            raise ValueError("target 'label' needs labelled images: use data=NAME, images in class sub-folders named "
+                             "as the run's classes, or target='predicted'")
         chosen: Target = loaded.labels.to(dev)
     elif target == "predicted":
         chosen = None
