@@ -84,8 +84,11 @@ def test_your_own_data_and_models_commands_run_as_written(tmp_path, monkeypatch)
 
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "teacher.pth")
     commands = [line.split("  #")[0] for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()]
-    assert len(commands) == 7 and all(c.startswith("attnkit ") for c in commands)
+    assert len(commands) == 8 and all(c.startswith(("attnkit ", "export ")) for c in commands)
     for command in commands:
+        if command.startswith("export "):  # the shell's environment for the commands that follow
+            monkeypatch.setenv(*command.split(" ", 1)[1].strip().split("=", 1))
+            continue
         done = run_cli(*shlex.split(command)[1:], cwd=tmp_path, pythonpath=(fakes,))
         assert done.returncode == 0, f"{command}\n{done.stderr}"
     assert RunDir(tmp_path / "runs" / "folder_student").info().model == "mypkg.nets:tiny_net"

@@ -55,7 +55,8 @@ def _resume_config(out: str, recipe: dict | None, overrides: Sequence[str]):
     from .recipes import apply_overrides
 
     base = recipe if recipe is not None else RunDir(out).config_values()
-    return resume_config(out, apply_overrides(base, overrides))  # out: the directory as it is now
+    named = apply_overrides(recipe or {}, overrides)  # what the user typed names models; config.yaml does not
+    return resume_config(out, apply_overrides(base, overrides), named)  # out: the directory as it is now
 
 
 def _resume(args: argparse.Namespace) -> None:

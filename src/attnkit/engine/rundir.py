@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from ..models._external import is_spec
+from ..models._external import NAMED_MODELS_ENV, check_named_spec, is_spec
 from ..recipes import load_recipe
 from .checkpoint import check_state_dict, load_weights, save_state, save_weights, write_json, write_yaml
 from .config import RunConfig, config_from_dict, config_to_dict
@@ -42,6 +42,10 @@ from .state_files import TORCH_SUFFIXES, clean_state_dict, load_torch_state_dict
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
            "read_weights_file", "save_checkpoint"]
+
+# How a user names a recorded spec to allow it (models._external.check_named_spec); SPEC is filled in.
+NAME_A_RECORDED_SPEC = (f"pass model_name='SPEC' to load_model in Python, or run attnkit eval, maps or report with "
+                        f"{NAMED_MODELS_ENV}=SPEC in the environment")
 
 Weights = Literal["final", "best", "last"]  # model.safetensors, best.safetensors, the newest training checkpoint
 
@@ -234,6 +238,8 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
     recorded = info.get("model") is not None  # the file says how to build it; else the caller does
+    if recorded:  # a spec runs code: built from a record only when the caller names it (models._external)
+        check_named_spec(name, [model_name], str(file), NAME_A_RECORDED_SPEC)
     kwargs = dict(info.get("model_kwargs") or {}) if recorded else dict(model_kwargs or {})
     num_classes = info.get("num_classes") or num_classes
     if num_classes is None:

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import functional as AF
 from ..features import LayerPair, default_pairs, pair_layers
 from ..models import check_model_name, create_model
+from ..models._external import check_named_spec
 from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
@@ -241,9 +242,11 @@ def _teacher(config: RunConfig, plan: TermPlan, given: nn.Module | None, data_in
 def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.device) -> nn.Module:
     d = config.distill
     try:
+        teacher_info = load_run_info(d.teacher)
+        if teacher_info.get("model") is not None:  # a recorded spec is built only when named (models._external)
+            check_named_spec(teacher_info["model"], [d.teacher_model], d.teacher, "add distill.teacher_model=SPEC")
         teacher = load_model(d.teacher, device, model_name=d.teacher_model, num_classes=data_info["num_classes"],
                              in_chans=data_info["in_chans"], model_kwargs=d.teacher_kwargs)
-        teacher_info = load_run_info(d.teacher)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
     with torch.no_grad():
