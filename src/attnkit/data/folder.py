@@ -6,7 +6,8 @@ images elsewhere), but each real directory is listed once, under the first class
 reaches it, and never the root or what lies above it: a link loop ends, and no file is listed twice. Two layouts:
 
 * **split folders**: ``ROOT/train/CLASS/...`` and ``ROOT/val/CLASS/...`` (or ``ROOT/test``): ``train`` for
-  ``split="train"``, ``val`` (or ``test``) for ``"test"``;
+  ``split="train"``, ``val`` (or ``test``) for ``"test"``. The classes are ``train/``'s; ``val/``'s folders are
+  labelled by name (a class ``val/`` lacks has no test images; a class only ``val/`` has is an error naming it);
 * **one tree**: ``ROOT/CLASS/...`` (or ``ROOT/train/CLASS/...`` without ``val/``): ``val_fraction`` of each
   class (default 0.1, at least one image of a class with two or more) is held out as the test split. The split is
   fixed: the images of a class are ordered by a hash of their path relative to ``ROOT``, and the first are held
@@ -141,14 +142,21 @@ def load_image_folder(
     """
     root = Path(root).expanduser()
     directory, held_out = _layout(root, split, val_fraction)
-    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
-    if not classes:
-        raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
+    present = _class_folders(directory)
+    classes = present
+    if held_out is None and split != "train":  # val/ is labelled by train/'s classes, matched by name
+        classes = _class_folders(_layout(root, "train", None)[0])
+        extra = sorted(set(present) - set(classes))
+        if extra:
+            raise ValueError(f"{directory} has class folder(s) {', '.join(extra)} that {root / 'train'} lacks; a "
+                             "model trained on train/ cannot predict them: add them to train/ or remove them")
     samples = []
     # Directories already listed: the root and every class folder, then whatever the walks reach.
-    visited = {(st.st_dev, st.st_ino) for st in (os.stat(directory / name) for name in ("", *classes))}
+    visited = {(st.st_dev, st.st_ino) for st in (os.stat(directory / name) for name in ("", *present))}
     real_root = os.path.realpath(directory)
     for label, name in enumerate(classes):
+        if name not in present:  # a class val/ has no folder for: no test images of it
+            continue
         files = _image_files(directory / name, visited, real_root)
         if not files:
             raise FileNotFoundError(
@@ -172,6 +180,14 @@ def load_image_folder(
     layout = {"layout": "split folders", "directory": str(directory)} if held_out is None else \
         {"layout": "one tree", "directory": str(directory), "val_fraction": held_out}
     return ImageFolderData(directory, samples, classes, mean, std, channels=channels, details=layout)
+
+
+def _class_folders(directory: Path) -> list[str]:
+    """The sorted class sub-folder names of ``directory`` (hidden ones skipped); an error when there are none."""
+    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
+    return classes
 
 
 def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list[Path]:
