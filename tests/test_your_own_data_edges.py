@@ -32,3 +32,27 @@ def test_val_classes_are_matched_to_train_classes_by_name(folder_run, image_fold
     shutil.copy(next((root / "val" / "north").iterdir()), root / "val" / "west")
     _one_line(run_cli("eval", folder_run, "--root", root, "--device", "cpu"), "west", "train")
     _one_line(run_cli("train", "data.name=folder", f"data.root={root}", f"out={tmp_path / 'run'}"), "data.root", "west")
+
+
+def test_resume_reads_the_folder_as_recorded_and_refuses_changed_classes(folder_run, image_folder, tmp_path):
+    from PIL import Image
+
+    from attnkit.engine import load_run_info
+
+    run, root = tmp_path / "run", tmp_path / "imgs"
+    shutil.copytree(folder_run, run, ignore=shutil.ignore_patterns("run.lock"))
+    shutil.copytree(image_folder, root)
+    recorded = RunDir(run).info()
+    Image.new("RGB", (30, 30), "white").save(root / "train" / "east" / "white.png")  # measured again: another mean
+    resumed = run_cli("resume", run, f"data.root={root}")
+    assert resumed.returncode == 0, resumed.stderr
+    again = load_run_info(run / "model.safetensors")
+    assert (again["mean"], again["std"]) == (recorded.mean, recorded.std)
+    assert {**again["folder"], "directory": None} == {**recorded.folder, "directory": None}  # it moved
+    shutil.rmtree(root / "val")  # now one tree: split differently
+    _one_line(run_cli("resume", run, f"data.root={root}"), "folder.layout", "split folders")
+    shutil.copytree(image_folder / "val", root / "val")
+    shutil.move(root / "train" / "south", root / "train" / "west")
+    shutil.move(root / "val" / "south", root / "val" / "west")
+    _one_line(run_cli("resume", run, f"data.root={root}"), "run.json, key classes", "east, north, west")
+    _one_line(run_cli("eval", run, "--root", root, "--device", "cpu"), "run.json, key classes")

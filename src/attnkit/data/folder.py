@@ -55,6 +55,7 @@ __all__ = [
     "Channels",
     "ImageFolderData",
     "center_crop_image",
+    "folder_layout",
     "imagenet_normalization",
     "load_image",
     "load_image_folder",
@@ -227,13 +228,24 @@ def _layout(root: Path, split: str, val_fraction: float | None) -> tuple[Path, f
         raise FileNotFoundError(f"image folder {root} does not exist; pass root= a directory of class sub-folders")
     if val_fraction is not None and not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    evaluation = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
-    if (root / "train").is_dir() and evaluation is not None:
+    evaluation = _evaluation_folder(root)
+    if evaluation is not None:
         if val_fraction is not None:
             raise ValueError(f"{root} has its own {evaluation.name}/ split; val_fraction applies to one tree only, drop it")
         return (root / "train" if split == "train" else evaluation), None
     tree = root / "train" if (root / "train").is_dir() else root
     return tree, DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
+
+
+def _evaluation_folder(root: Path) -> Path | None:
+    """``root/val`` (or ``root/test``) when ``root`` has split folders (``train/`` beside it), else None."""
+    evaluation = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    return evaluation if (root / "train").is_dir() else None
+
+
+def folder_layout(root: str | os.PathLike) -> str:
+    """``"split folders"`` (``train/`` and ``val/`` or ``test/``) or ``"one tree"`` (split by ``val_fraction``)."""
+    return "one tree" if _evaluation_folder(Path(root).expanduser()) is None else "split folders"
 
 
 def _held_out(files: list[Path], directory: Path, fraction: float, keep_test: bool) -> list[Path]:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 
 from ._dataset import evenly_spaced, fixed_subset
-from .folder import Channels, ImageFolderData, imagenet_normalization, load_image_folder
+from .folder import Channels, ImageFolderData, folder_layout, imagenet_normalization, load_image_folder
 from .loader import DecodedFolder
 
 __all__ = ["STATS_IMAGES", "Normalization", "decode_folder", "measure_normalization", "prepare_folder"]
@@ -80,7 +80,8 @@ def prepare_folder(
     """
     limits, recorded = dict(limits or {}), dict(recorded or {})
     channels = recorded.get("channels", channels)
-    val_fraction = recorded.get("val_fraction", val_fraction)
+    if folder_layout(root) == "one tree":  # a one-tree run's split; a folder with its own val/ is split by it
+        val_fraction = recorded.get("val_fraction", val_fraction)
     listed: dict[str, ImageFolderData] = {}
     for split in splits:  # the first split listed decides "auto" channels (the training split, when listed)
         listed[split] = load_image_folder(root, split, val_fraction=val_fraction, channels=channels)

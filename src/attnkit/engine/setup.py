@@ -145,7 +145,8 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     """The rest of :func:`build_run`, once the run directory is this process's."""
     saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
     seed_everything(config.seed)
-    data = load_data(config, dist, train_loader, test_loader)
+    recorded = run_dir.info().to_dict() if resume and run_dir.file(run_dir.INFO).is_file() else None
+    data = load_data(config, dist, train_loader, test_loader, recorded)  # resumed: the folder read as recorded
     student = (model if model is not None else _create_model(config, data.info)).to(device)
     teacher = _teacher(config, plan, teacher, data.info, device)
     decisions = _decide(config, plan, device, dist, student, model is not None, data.info, saved, run_dir)
