@@ -93,7 +93,7 @@ def test_your_own_data_and_models_commands_run_as_written(tmp_path, monkeypatch)
         assert done.returncode == 0, f"{command}\n{done.stderr}"
     assert RunDir(tmp_path / "runs" / "folder_student").info().model == "mypkg.nets:tiny_net"
     assert (tmp_path / "maps" / "metrics.json").is_file() and (tmp_path / "report" / "index.html").is_file()
-    assert RunDir(tmp_path / "runs" / "from_pth").summary()["teacher"] == "teacher.pth"
+    assert RunDir(tmp_path / "runs" / "from_pth").summary()["teacher"] == str(tmp_path / "teacher.pth")
 
     python = re.search(r"```python\n(from torch import nn\nfrom attnkit.engine.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)

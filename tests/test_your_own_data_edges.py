@@ -30,7 +30,7 @@ def test_val_classes_are_matched_to_train_classes_by_name(folder_run, image_fold
     assert json.loads(done.stdout)["count"] == 8
     (root / "val" / "west").mkdir()  # a class train/ never had
     shutil.copy(next((root / "val" / "north").iterdir()), root / "val" / "west")
-    _one_line(run_cli("eval", folder_run, "--root", root, "--device", "cpu"), "west", "train")
+    _one_line(run_cli("eval", folder_run, "--root", root, "--device", "cpu"), "west", "model's classes")
     _one_line(run_cli("train", "data.name=folder", f"data.root={root}", f"out={tmp_path / 'run'}"), "data.root", "west")
 
 
@@ -55,4 +55,34 @@ def test_resume_reads_the_folder_as_recorded_and_refuses_changed_classes(folder_
     shutil.move(root / "train" / "south", root / "train" / "west")
     shutil.move(root / "val" / "south", root / "val" / "west")
     _one_line(run_cli("resume", run, f"data.root={root}"), "run.json, key classes", "east, north, west")
-    _one_line(run_cli("eval", run, "--root", root, "--device", "cpu"), "run.json, key classes")
+    _one_line(run_cli("eval", run, "--root", root, "--device", "cpu"), "west", "not among the model's classes")
+
+
+TINY = ["data.name=folder", "data.image_size=24", "data.batch_size=8", "data.workers=0", "optim.epochs=1",
+        "model.name=wrn", "model.kwargs={depth: 10, width: 0.5}", "data.train_limit=12", "data.test_limit=6",
+        "progress=false", "tensorboard=false"]
+
+
+def test_relative_paths_are_recorded_absolute_and_moved_data_and_teachers_are_found(folder_run, image_folder, tmp_path):
+    shutil.copytree(image_folder, tmp_path / "imgs")
+    trained = run_cli("train", *TINY, "data.root=imgs", "out=runs/t", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert RunDir(tmp_path / "runs" / "t").config().data.root == str(tmp_path / "imgs")
+    shutil.copy(tmp_path / "runs" / "t" / "model.safetensors", tmp_path / "t.safetensors")
+    distilled = run_cli("distill", *TINY, "data.root=imgs", "distill.teacher=t.safetensors", "distill.at_beta=1000",
+                        "out=runs/s", cwd=tmp_path)
+    assert distilled.returncode == 0, distilled.stderr
+    assert RunDir(tmp_path / "runs" / "s").config().distill.teacher == str(tmp_path / "t.safetensors")
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "t.safetensors").rename(tmp_path / "elsewhere" / "t.safetensors")
+    lost = run_cli("report", "runs/t", "--out", "report", "--images", "4", cwd=tmp_path)
+    assert lost.returncode == 0 and "No attention maps" in (tmp_path / "report" / "index.html").read_text()
+    found = run_cli("report", "runs/t", "--out", "report2", "--images", "4", "--root", "moved", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert "No attention maps" not in (tmp_path / "report2" / "index.html").read_text()
+    # the same teacher, moved: resumes; another teacher file (same classes and images): refused by its content
+    resumed = run_cli("resume", "runs/s", "data.root=moved", "distill.teacher=elsewhere/t.safetensors", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    _one_line(run_cli("resume", "runs/s", "data.root=moved", f"distill.teacher={folder_run}", cwd=tmp_path),
+              "distill.teacher", "teacher_sha256")

@@ -127,7 +127,7 @@ def _report(args: argparse.Namespace) -> None:
     from .report import write_report
 
     page = write_report(args.runs, args.out, methods=args.methods, images=args.images, maps=not args.no_maps,
-                        device=args.device)
+                        device=args.device, root=args.root)
     print(f"report: {page}")
 
 
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--images", type=int, default=200, help="test images for the map metrics (default: 200)")
     report.add_argument("--no-maps", action="store_true", help="skip attention maps (e.g. when the data is elsewhere)")
     report.add_argument("--device", default="cpu", help="device for the maps (default: cpu)")
+    report.add_argument("--root", help="data directory for the maps (default: the runs' data.root): an image folder "
+                                       "moved since the runs were trained")
     report.set_defaults(func=_report)
     for sub in commands.choices.values():  # also after the command: `attnkit train ... --debug`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

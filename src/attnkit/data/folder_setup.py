@@ -76,7 +76,7 @@ def prepare_folder(
         recorded: decisions taken before, used as they are: the ``folder`` record of a run that read this folder
             (``channels``, ``val_fraction``, ``in_memory``, ``normalization``) with its ``mean``/``std``, so that an
             evaluation reads the images as training did; or only ``channels``, ``mean``, ``std`` of a model trained
-            on other images.
+            on other images; ``classes``: the model's, which the class folders are labelled by (matched by name).
     """
     limits, recorded = dict(limits or {}), dict(recorded or {})
     channels = recorded.get("channels", channels)
@@ -84,7 +84,8 @@ def prepare_folder(
         val_fraction = recorded.get("val_fraction", val_fraction)
     listed: dict[str, ImageFolderData] = {}
     for split in splits:  # the first split listed decides "auto" channels (the training split, when listed)
-        listed[split] = load_image_folder(root, split, val_fraction=val_fraction, channels=channels)
+        listed[split] = load_image_folder(root, split, val_fraction=val_fraction, channels=channels,
+                                          classes=recorded.get("classes") or None)
         channels = listed[split].channels
     if "mean" in recorded:
         mean, std, how = tuple(recorded["mean"]), tuple(recorded["std"]), recorded.get("normalization", "recorded")

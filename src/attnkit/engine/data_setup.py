@@ -153,7 +153,8 @@ def _folder_splits(config: RunConfig, splits: tuple[str, ...], limits: dict[str,
         raise ConfigError("data.root", f"the run read {d.root} as {decisions['layout']} (run.json, key folder.layout), "
                                        f"it is now {folder_layout(d.root)}; restore the folder to resume the run")
     if recorded is not None:  # a trained model's images: its folder's decisions, or at least its channels and normalisation
-        recorded = {**decisions, "channels": recorded["in_chans"], "mean": recorded["mean"], "std": recorded["std"]}
+        recorded = {**decisions, "channels": recorded["in_chans"], "mean": recorded["mean"], "std": recorded["std"],
+                    **({} if resumed else {"classes": recorded.get("classes")})}  # resumed: train/'s, checked below
     try:
         ready = prepare_folder(d.root, splits, d.image_size, val_fraction=d.val_fraction, channels=d.channels,
                                normalization=d.normalization, memory_budget_mb=d.memory_budget_mb, workers=d.workers,

@@ -23,8 +23,10 @@ from .rundir import RunDir
 __all__ = ["RESUME_NEUTRAL", "check_named_models", "check_resumable", "config_differences", "resume_config"]
 
 # Settings that may change between a run and its resumption without changing the result.
+# data.root and distill.teacher may point at the moved folder or file: the folder is checked against the run's
+# recorded classes and layout, the teacher by its content hash (engine.setup).
 RESUME_NEUTRAL = frozenset({"out", "progress", "tensorboard", "data.root", "data.download", "data.workers",
-                            "data.eval_batch_size", "eval_every", "ddp_timeout"})
+                            "data.eval_batch_size", "eval_every", "ddp_timeout", "distill.teacher"})
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[str]:

@@ -41,7 +41,7 @@ from .run_log import read_metrics
 from .state_files import TORCH_SUFFIXES, clean_state_dict, load_torch_state_dict
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
-           "read_weights_file", "save_checkpoint"]
+           "read_weights_file", "save_checkpoint", "weights_file"]
 
 # How a user names a recorded spec to allow it (models._external.check_named_spec); SPEC is filled in.
 NAME_A_RECORDED_SPEC = (f"pass model_name='SPEC' to load_model in Python, or run attnkit eval, maps or report with "
@@ -69,6 +69,7 @@ class RunInfo:
     precision: str | None = None  # float32 | bfloat16 | float16: the autocast dtype trained with
     channels_last: bool | None = None  # memory format trained in
     channels_last_source: str | None = None  # where that came from: set | cuda | cached | measured
+    teacher_sha256: str | None = None  # SHA-256 of the teacher's weights file (distillation from a file or run)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     @classmethod
@@ -211,7 +212,7 @@ class RunDir:
         return weights, state
 
 
-def read_weights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def readweights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, attnkit info or {}) of a ``.safetensors`` file or a PyTorch state dict (``.pt``, ``.pth``, ...).
 
     Files from other tools are cleaned (:func:`~.state_files.clean_state_dict`): nested ``state_dict``/``model``
@@ -226,7 +227,7 @@ def read_weights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
 
 def _model_from_file(file: Path, device: str | torch.device, model_name: str | None, num_classes: int | None = None,
                      in_chans: int | None = None, model_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    state, info = read_weights_file(file)
+    state, info = readweights_file(file)
     if not info and model_name is None:
         raise ValueError(f"{file} carries no attnkit metadata; name its architecture (distill.teacher_model=NAME for "
                          "a teacher, model_name=NAME in Python)")
@@ -234,7 +235,7 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
     if name is None:
         raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that attnkit cannot rebuild; "
                          "name its builder as package.module:callable (model_name=...), or build it yourself and call "
-                         "load_state_dict(attnkit.engine.rundir.read_weights_file(path)[0])")
+                         "load_state_dict(attnkit.engine.rundir.readweights_file(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
     recorded = info.get("model") is not None  # the file says how to build it; else the caller does
@@ -291,7 +292,8 @@ def _load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def _weights_file(path: str | Path, weights: Weights) -> Path:
+def weights_file(path: str | Path, weights: Weights = "final") -> Path:
+    """The weights file ``path`` is, or the ``weights`` file of the run directory ``path``."""
     path = Path(path)
     if path.is_file():
         return path
@@ -319,7 +321,7 @@ def load_model(
 
     >>> # teacher = load_model("teacher.pth", model_name="torchvision:resnet18", num_classes=10)
     """
-    return _model_from_file(_weights_file(path, weights), device, model_name, num_classes, in_chans, model_kwargs)
+    return _model_from_file(weights_file(path, weights), device, model_name, num_classes, in_chans, model_kwargs)
 
 
 def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any]:
@@ -332,7 +334,7 @@ def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any
         return RunDir(path).info(weights).to_dict()
     if path.suffix.lower() in TORCH_SUFFIXES:
         return {}
-    _, info = load_weights(_weights_file(path, weights))
+    _, info = load_weights(weights_file(path, weights))
     return info
 
 

@@ -12,6 +12,7 @@ Each decision is made once, here, before any loader exists, and recorded in run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ from .objective import Objective
 from .optim import build_optimizer, build_scheduler
 from .resume import check_resumable
 from .run_lock import RunDirLocked, RunLock
-from .rundir import RunDir, RunInfo, load_model, load_run_info
+from .rundir import RunDir, RunInfo, load_model, load_run_info, weights_file
+from .state_files import file_sha256
 from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
 from .terms import TermPlan, plan_terms
 
@@ -125,6 +127,7 @@ def build_run(
         train_loader, test_loader: loaders instead of ``config.data`` (both or neither): ``len(loader)`` and
             ``loader.epoch_batches(epoch, start)``, with an ``info`` dict or the ``data`` set they read.
     """
+    config = _absolute_paths(config)  # the run records where its data and teacher are, wherever it is run from
     device = resolve_device(config.device)
     dist = Distributed.from_environment(device, config.ddp_timeout)
     run_dir = RunDir(config.out)
@@ -148,7 +151,7 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     recorded = run_dir.info().to_dict() if resume and run_dir.file(run_dir.INFO).is_file() else None
     data = load_data(config, dist, train_loader, test_loader, recorded)  # resumed: the folder read as recorded
     student = (model if model is not None else _create_model(config, data.info)).to(device)
-    teacher = _teacher(config, plan, teacher, data.info, device)
+    teacher, teacher_sha256 = _teacher(config, plan, teacher, data.info, device, recorded)
     decisions = _decide(config, plan, device, dist, student, model is not None, data.info, saved, run_dir)
     fmt = torch.channels_last if decisions.channels_last else torch.contiguous_format
     student = student.to(memory_format=fmt)
@@ -160,10 +163,20 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     optimizer = build_optimizer(config.optim, [*student.parameters(), *objective.parameters()])
     scheduler = build_scheduler(optimizer, config.optim, len(train_batches))
     train_model, train_teacher = _wrap(config, device, dist, student, teacher)
-    info = _run_info(config, data, student, model is not None, decisions)
+    info = _run_info(config, data, student, model is not None, decisions, teacher_sha256)
     start = _restore(saved, run_dir, student, optimizer, scheduler, objective, dist) if saved else StartState()
     return Run(config, resume, device, dist, run_dir, decisions, info, student, teacher, objective,
                train_batches, test_batches, optimizer, scheduler, train_model, train_teacher, start, lock)
+
+
+def _absolute_paths(config: RunConfig) -> RunConfig:
+    """A copy of ``config`` with ``data.root`` and ``distill.teacher`` absolute (as config.yaml records them)."""
+    config = copy.deepcopy(config)
+    if config.data.root is not None:
+        config.data.root = str(Path(config.data.root).expanduser().absolute())
+    if config.distill.teacher is not None:
+        config.distill.teacher = str(Path(config.distill.teacher).expanduser().absolute())
+    return config
 
 
 def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, teacher: nn.Module | None) -> None:
@@ -232,12 +245,23 @@ def _create_model(config: RunConfig, data_info: dict[str, Any]) -> nn.Module:
 
 
 def _teacher(config: RunConfig, plan: TermPlan, given: nn.Module | None, data_info: dict[str, Any],
-             device: torch.device) -> nn.Module | None:
-    """The frozen teacher (given, or loaded and checked against this run's images), if a term needs one."""
+             device: torch.device, recorded: dict[str, Any] | None) -> tuple[nn.Module | None, str | None]:
+    """(the frozen teacher, the SHA-256 of its weights file), if a term needs one: given (no file), or loaded and
+    checked against this run's images -- and, resumed, against the file the run was trained with."""
     if not plan.needs_teacher:
-        return None
-    teacher = given.to(device) if given is not None else _load_teacher(config, data_info, device)
-    return teacher.eval().requires_grad_(False)
+        return None, None
+    if given is not None:
+        return given.to(device).eval().requires_grad_(False), None
+    try:
+        sha256 = file_sha256(weights_file(config.distill.teacher))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
+    expected = (recorded or {}).get("teacher_sha256")
+    if expected is not None and sha256 != expected:
+        raise ConfigError("distill.teacher", f"{config.distill.teacher} is not the teacher this run was trained with "
+                                             f"(its SHA-256 differs from run.json's teacher_sha256 {expected[:12]}...); "
+                                             "point distill.teacher at that file")
+    return _load_teacher(config, data_info, device).eval().requires_grad_(False), sha256
 
 
 def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.device) -> nn.Module:
@@ -334,12 +358,14 @@ def _wrap(config: RunConfig, device: torch.device, dist: Distributed, model: nn.
     return model, teacher
 
 
-def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: bool, decisions: Decisions) -> RunInfo:
+def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: bool, decisions: Decisions,
+              teacher_sha256: str | None) -> RunInfo:
     # A model passed in by the caller is not in the registry: record its class, not a name to rebuild it by.
     return RunInfo.from_dict({
         **data.info, "model": None if custom else config.model.name, "model_class": type(model).__qualname__,
         "model_kwargs": config.model.kwargs, "versions": library_versions(), "precision": decisions.precision,
         "channels_last": decisions.channels_last, "channels_last_source": decisions.channels_last_source,
+        "teacher_sha256": teacher_sha256,
     })
 
 

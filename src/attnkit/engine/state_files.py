@@ -12,6 +12,7 @@ Training scripts save state dicts in several shapes; :func:`clean_state_dict` ta
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +20,20 @@ from typing import Any
 
 import torch
 
-__all__ = ["TORCH_SUFFIXES", "clean_state_dict", "load_torch_state_dict"]
+__all__ = ["TORCH_SUFFIXES", "clean_state_dict", "file_sha256", "load_torch_state_dict"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net")  # where training scripts keep the weights
 _PREFIXES = ("module.", "_orig_mod.")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file's bytes (a teacher's identity, wherever the file is moved)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
