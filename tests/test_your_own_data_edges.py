@@ -86,3 +86,16 @@ def test_relative_paths_are_recorded_absolute_and_moved_data_and_teachers_are_fo
     assert resumed.returncode == 0, resumed.stderr
     _one_line(run_cli("resume", "runs/s", "data.root=moved", f"distill.teacher={folder_run}", cwd=tmp_path),
               "distill.teacher", "teacher_sha256")
+
+
+def test_a_teacher_saved_as_pth_tar_distils(folder_run, image_folder, tmp_path):
+    import torch
+
+    from attnkit.engine import load_model
+
+    torch.save({"epoch": 2, "state_dict": load_model(folder_run).state_dict()}, tmp_path / "teacher.pth.tar")
+    done = run_cli("distill", *TINY, f"data.root={image_folder}", f"distill.teacher={tmp_path / 'teacher.pth.tar'}",
+                   "distill.teacher_model=wrn", "distill.teacher_kwargs={depth: 10, width: 0.5}", "distill.kd_alpha=0.9",
+                   f"out={tmp_path / 's'}")
+    assert done.returncode == 0, done.stderr
+    assert RunDir(tmp_path / "s").summary()["teacher"] == str(tmp_path / "teacher.pth.tar")

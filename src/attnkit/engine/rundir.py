@@ -38,7 +38,7 @@ from .checkpoint import check_state_dict, load_weights, save_state, save_weights
 from .config import RunConfig, config_from_dict, config_to_dict
 from .run_lock import LOCK_FILE, RunLock
 from .run_log import read_metrics
-from .state_files import TORCH_SUFFIXES, clean_state_dict, load_torch_state_dict
+from .state_files import clean_state_dict, is_torch_file, load_torch_state_dict
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
            "read_weights_file", "save_checkpoint", "weights_file"]
@@ -212,14 +212,14 @@ class RunDir:
         return weights, state
 
 
-def readweights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_weights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, attnkit info or {}) of a ``.safetensors`` file or a PyTorch state dict (``.pt``, ``.pth``, ...).
 
     Files from other tools are cleaned (:func:`~.state_files.clean_state_dict`): nested ``state_dict``/``model``
     keys unwrapped, ``module.`` / ``_orig_mod.`` prefixes stripped.
     """
     file = Path(file)
-    if file.suffix.lower() in TORCH_SUFFIXES:
+    if file.is_file() and is_torch_file(file):  # by content: .pt, .pth, .pth.tar, .bin, ... alike
         return load_torch_state_dict(file), {}
     state, info = load_weights(file)
     return (state, info) if info else (clean_state_dict(state, str(file)), {})
@@ -227,7 +227,7 @@ def readweights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 def _model_from_file(file: Path, device: str | torch.device, model_name: str | None, num_classes: int | None = None,
                      in_chans: int | None = None, model_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    state, info = readweights_file(file)
+    state, info = read_weights_file(file)
     if not info and model_name is None:
         raise ValueError(f"{file} carries no attnkit metadata; name its architecture (distill.teacher_model=NAME for "
                          "a teacher, model_name=NAME in Python)")
@@ -235,7 +235,7 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
     if name is None:
         raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that attnkit cannot rebuild; "
                          "name its builder as package.module:callable (model_name=...), or build it yourself and call "
-                         "load_state_dict(attnkit.engine.rundir.readweights_file(path)[0])")
+                         "load_state_dict(attnkit.engine.rundir.read_weights_file(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
     recorded = info.get("model") is not None  # the file says how to build it; else the caller does
@@ -332,7 +332,7 @@ def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any
     path = Path(path)
     if path.is_dir():
         return RunDir(path).info(weights).to_dict()
-    if path.suffix.lower() in TORCH_SUFFIXES:
+    if path.is_file() and is_torch_file(path):
         return {}
     _, info = load_weights(weights_file(path, weights))
     return info
