@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import functional as AF
 from ..features import LayerPair, default_pairs, pair_layers
 from ..models import check_model_name, create_model
-from ..models._external import check_named_spec
+from ..models._external import check_named_spec, is_spec
 from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
@@ -151,6 +151,9 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     recorded = run_dir.info().to_dict() if resume and run_dir.file(run_dir.INFO).is_file() else None
     data = load_data(config, dist, train_loader, test_loader, recorded)  # resumed: the folder read as recorded
     student = (model if model is not None else _create_model(config, data.info)).to(device)
+    if model is not None or is_spec(config.model.name):  # the user's code: its faults are theirs, named
+        name = config.model.name if model is None else f"the model passed in ({type(model).__qualname__})"
+        check_forward(student, "model.name" if model is None else "model", name, data.info, device)
     teacher, teacher_sha256 = _teacher(config, plan, teacher, data.info, device, recorded)
     decisions = _decide(config, plan, device, dist, student, model is not None, data.info, saved, run_dir)
     fmt = torch.channels_last if decisions.channels_last else torch.contiguous_format
@@ -274,20 +277,37 @@ def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.de
                              in_chans=data_info["in_chans"], model_kwargs=d.teacher_kwargs)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
-    with torch.no_grad():
-        logits = teacher(torch.zeros(1, *data_info["input_size"], device=device))
-    if logits.dim() != 2:
-        raise ConfigError("distill.teacher", f"the teacher gives outputs of shape {tuple(logits.shape)} for one image, "
-                                             "not (1, classes) logits")
-    if logits.shape[1] != data_info["num_classes"]:
-        raise ConfigError("distill.teacher", f"teacher predicts {logits.shape[1]} classes but the data has "
-                                             f"{data_info['num_classes']}")
     for key in ("in_chans", "input_size", "mean", "std"):
         if teacher_info.get(key) is not None and teacher_info[key] != data_info[key]:
             raise ConfigError("distill.teacher", f"the teacher was trained on images with {key} {teacher_info[key]} "
                                                  f"({teacher_info.get('dataset')}), this run's have {data_info[key]} "
                                                  f"({data_info['dataset']}); a teacher must see the student's images")
+    check_forward(teacher, "distill.teacher", f"the teacher {d.teacher_model or teacher_info.get('model') or ''}".rstrip(),
+                  data_info, device)
     return teacher
+
+
+def check_forward(model: nn.Module, key: str, name: str, data_info: dict[str, Any], device: torch.device) -> None:
+    """Run a model of the user's once, in eval mode, on one blank image of the run's data, before attnkit hooks into
+    it: a failure there, or an output that is not (1, classes) logits, is the model's, named as ``key`` and ``name``
+    (its cause chained, a ``ConfigError``: one line from the command). Train mode is restored; no state changes."""
+    example = torch.zeros(1, *data_info["input_size"], device=device)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            logits = model.eval()(example)
+    except Exception as err:
+        cause = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigError(key, f"{name} fails on one image of this data, shape {tuple(example.shape)} "
+                               f"({type(err).__name__}: {cause}); make it take such images (image folders: or set "
+                               "data.image_size / data.channels)") from err
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ConfigError(key, f"{name} gives {shape} for one image, not (1, classes) logits")
+    if logits.shape[1] != data_info["num_classes"]:
+        raise ConfigError(key, f"{name} predicts {logits.shape[1]} classes but the data has {data_info['num_classes']}")
 
 
 def _decide(

@@ -100,11 +100,13 @@ def build_external(spec: str, num_classes: int, in_chans: int = 3, **kwargs: Any
             raise ValueError(f"{spec} takes no in_chans argument, and the images have {in_chans} channel(s); "
                              "read them as RGB with data.channels=3, or give the builder an in_chans argument")
         arguments["in_chans"] = in_chans
+    call = f"{spec}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
     try:
         model = builder(**arguments)
-    except TypeError as err:
-        raise ValueError(f"{spec}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}) failed: {err}; "
-                         "check model.kwargs") from None
+    except TypeError as err:  # most often arguments it does not take
+        raise ValueError(f"{call} failed: {err}; check model.kwargs") from err
+    except Exception as err:  # the user's constructor failed: their code, named, with its cause (chained)
+        raise ValueError(f"{call} raised {type(err).__name__}: {err}; fix the builder or its model.kwargs") from err
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
