@@ -100,6 +100,6 @@ def test_your_own_data_and_models_commands_run_as_written(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace: dict = {}
     exec(compile(python, "README.md", "exec"), namespace)
-    assert namespace["summary"]["model"] == "Sequential" and namespace["summary"]["last"]["count"] == 12
+    assert namespace["summary"]["model"] == "passed in (torch.nn.modules.container.Sequential)" and namespace["summary"]["last"]["count"] == 12
     for name in ("mypkg", "mypkg.nets", "torchvision", "torchvision.models"):
         sys.modules.pop(name, None)

@@ -126,9 +126,16 @@ def test_python_api_takes_any_module_pair(tmp_path):
     teacher = toy_cnn((8, 16), convs_per_stage=2, in_chans=1, num_classes=3).eval()
     before = [p.clone() for p in teacher.parameters()]
     summary = train(config, model=student, teacher=teacher)
-    assert summary["model"] == "Sequential" and summary["teacher"] == "Sequential" and summary["last"]["count"] == 6
+    assert summary["model"] == summary["teacher"] == "passed in (torch.nn.modules.container.Sequential)" and summary["last"]["count"] == 6
     assert RunDir(config.out).info().in_chans == 1 and RunDir(config.out).info().model is None
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher stays frozen
+    assert RunDir(config.out).config().model.name == "passed in (torch.nn.modules.container.Sequential)"
+    evaluated = run_cli("eval", config.out, "--device", "cpu")  # nothing to rebuild it by: says what works
+    assert evaluated.returncode == 2 and len(evaluated.stderr.strip().splitlines()) == 1
+    assert "torch.nn.modules.container.Sequential passed in from Python" in evaluated.stderr
+    assert "load_model(path, model_name='package.module:callable')" in evaluated.stderr
+    resumed = run_cli("resume", config.out)
+    assert resumed.returncode == 2 and "train(config, resume=True, model=...)" in resumed.stderr
 
 
 def test_a_png_export_of_a_data_set_evaluates_as_the_data_set(tmp_path):

@@ -41,7 +41,7 @@ from .run_log import read_metrics
 from .state_files import clean_state_dict, is_torch_file, load_torch_state_dict
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
-           "read_weights_file", "save_checkpoint", "weights_file"]
+           "is_passed_in", "passed_in_name", "qualified_name", "read_weights_file", "save_checkpoint", "weights_file"]
 
 # How a user names a recorded spec to allow it (models._external.check_named_spec); SPEC is filled in.
 NAME_A_RECORDED_SPEC = (f"pass model_name='SPEC' to load_model in Python, or run attnkit eval, maps or report with "
@@ -62,8 +62,8 @@ class RunInfo:
     mean: list[float] | None = None  # per-channel normalisation, 0..1 scale
     std: list[float] | None = None
     folder: dict[str, Any] | None = None  # image folders: how they were read (layout, channels, normalisation, memory)
-    model: str | None = None  # registry name or spec to rebuild the model by (None: a model passed in by the caller)
-    model_class: str | None = None  # the model's class name
+    model: str | None = None  # registry name or spec to rebuild the model by (None: a model passed in, not rebuildable)
+    model_class: str | None = None  # the model's class, qualified by its module (e.g. mypkg.nets.TinyNet)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments besides num_classes, in_chans
     versions: dict[str, str] = field(default_factory=dict)  # attnkit, torch, numpy, python
     precision: str | None = None  # float32 | bfloat16 | float16: the autocast dtype trained with
@@ -81,6 +81,22 @@ class RunInfo:
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         return {**values, **self.extra}
+
+
+def qualified_name(model: nn.Module) -> str:
+    """``module.QualName`` of the model's class, e.g. ``torch.nn.modules.container.Sequential``."""
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def passed_in_name(model: nn.Module) -> str:
+    """What config.yaml records as ``model.name`` for a model passed in from Python: its class, marked as such (no
+    registry name or spec: nothing attnkit could rebuild it by)."""
+    return f"passed in ({qualified_name(model)})"
+
+
+def is_passed_in(name: str | None) -> bool:
+    """Whether a recorded model name is :func:`passed_in_name`'s."""
+    return isinstance(name, str) and name.startswith("passed in (")
 
 
 class RunDir:
@@ -233,9 +249,11 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
                          "a teacher, model_name=NAME in Python)")
     name = info.get("model") or model_name
     if name is None:
-        raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that attnkit cannot rebuild; "
-                         "name its builder as package.module:callable (model_name=...), or build it yourself and call "
-                         "load_state_dict(attnkit.engine.rundir.read_weights_file(path)[0])")
+        raise ValueError(f"{file} holds the weights of a {info.get('model_class') or 'model'} passed in from Python, "
+                         "which attnkit cannot rebuild (so attnkit eval, maps and report cannot load it); in Python, "
+                         "load_model(path, model_name='package.module:callable') with a callable building that class, "
+                         "or build it yourself and call model.load_state_dict(attnkit.engine.rundir."
+                         "read_weights_file(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
     recorded = info.get("model") is not None  # the file says how to build it; else the caller does

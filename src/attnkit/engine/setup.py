@@ -35,7 +35,8 @@ from .objective import Objective
 from .optim import build_optimizer, build_scheduler
 from .resume import check_resumable
 from .run_lock import RunDirLocked, RunLock
-from .rundir import RunDir, RunInfo, load_model, load_run_info, weights_file
+from .rundir import (RunDir, RunInfo, is_passed_in, load_model, load_run_info, passed_in_name, qualified_name,
+                     weights_file)
 from .state_files import file_sha256
 from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
 from .terms import TermPlan, plan_terms
@@ -127,7 +128,7 @@ def build_run(
         train_loader, test_loader: loaders instead of ``config.data`` (both or neither): ``len(loader)`` and
             ``loader.epoch_batches(epoch, start)``, with an ``info`` dict or the ``data`` set they read.
     """
-    config = _absolute_paths(config)  # the run records where its data and teacher are, wherever it is run from
+    config = _as_recorded(config, model)  # absolute paths; a model passed in named as what it is
     device = resolve_device(config.device)
     dist = Distributed.from_environment(device, config.ddp_timeout)
     run_dir = RunDir(config.out)
@@ -172,9 +173,13 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
                train_batches, test_batches, optimizer, scheduler, train_model, train_teacher, start, lock)
 
 
-def _absolute_paths(config: RunConfig) -> RunConfig:
-    """A copy of ``config`` with ``data.root`` and ``distill.teacher`` absolute (as config.yaml records them)."""
+def _as_recorded(config: RunConfig, model: nn.Module | None) -> RunConfig:
+    """A copy of ``config`` as config.yaml records it: ``data.root`` and ``distill.teacher`` absolute (the run
+    finds them wherever it is run from), and for a model passed in, ``model.name`` saying so (the config's own name
+    is not the model trained) with no ``model.kwargs``."""
     config = copy.deepcopy(config)
+    if model is not None:
+        config.model.name, config.model.kwargs = passed_in_name(model), {}
     if config.data.root is not None:
         config.data.root = str(Path(config.data.root).expanduser().absolute())
     if config.distill.teacher is not None:
@@ -185,6 +190,9 @@ def _absolute_paths(config: RunConfig) -> RunConfig:
 def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, teacher: nn.Module | None) -> None:
     """Fail fast, before any data is read, on names that cannot work."""
     d = config.distill
+    if model is None and is_passed_in(config.model.name):
+        raise ConfigError("model.name", f"the run's model was {config.model.name} from Python, which attnkit cannot "
+                                        "rebuild; continue it in Python: train(config, resume=True, model=...)")
     if model is None:
         _check_model_name("model.name", config.model.name)
     if teacher is None and plan.needs_teacher:
@@ -382,7 +390,7 @@ def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: boo
               teacher_sha256: str | None) -> RunInfo:
     # A model passed in by the caller is not in the registry: record its class, not a name to rebuild it by.
     return RunInfo.from_dict({
-        **data.info, "model": None if custom else config.model.name, "model_class": type(model).__qualname__,
+        **data.info, "model": None if custom else config.model.name, "model_class": qualified_name(model),
         "model_kwargs": config.model.kwargs, "versions": library_versions(), "precision": decisions.precision,
         "channels_last": decisions.channels_last, "channels_last_source": decisions.channels_last_source,
         "teacher_sha256": teacher_sha256,
