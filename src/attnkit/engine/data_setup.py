@@ -120,6 +120,8 @@ def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...],
 
     d = config.data
     limits = {"train": d.train_limit, "test": d.test_limit}
+    if d.root is not None and Path(d.root).expanduser().is_file():
+        raise ConfigError("data.root", f"{d.root} is a file; give data.root=DIR, a directory")
     try:
         if d.name == "folder":
             return _folder_splits(config, splits, limits, recorded, resumed)

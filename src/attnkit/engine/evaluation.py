@@ -24,6 +24,8 @@ def evaluate_run(
     ``path`` is a run directory (its config.yaml gives the data settings) or a bare attnkit weights file.
     Numbers that are not finite are returned as None, with a ``note`` saying why (the result is valid JSON).
     """
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch size (--batch-size) must be >= 1, got {batch_size}")
     path = Path(path)
     run_dir = RunDir(path) if path.is_dir() else None
     config = run_dir.config() if run_dir is not None and run_dir.file(RunDir.CONFIG).is_file() else RunConfig()

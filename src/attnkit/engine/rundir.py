@@ -73,14 +73,53 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RunInfo:
+    def from_dict(cls, values: Mapping[str, Any], source: str = "run information") -> RunInfo:
+        """The information in ``values`` (run.json or a weights file's metadata, named by ``source``); a key of the
+        wrong type (a damaged or hand-edited file) is a ``ValueError`` naming ``source`` and the key."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source} must hold a JSON object of run information, not a {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        for key, value in values.items():
+            if key in _INFO_TYPES and value is not None and not _INFO_TYPES[key][0](value):
+                raise ValueError(f"{source}: key {key!r} must be {_INFO_TYPES[key][1]}, got {value!r:.80}; the file "
+                                 "was damaged or edited (restore it, or retrain)")
         return cls(**{k: v for k, v in values.items() if k in names},
                    extra={k: v for k, v in values.items() if k not in names})
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         return {**values, **self.extra}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                           for v in value)
+
+
+# RunInfo's keys: (check of a value that is not None, what it must be)
+_INFO_TYPES: dict[str, tuple[Any, str]] = {
+    "dataset": (lambda v: isinstance(v, str), "a data set name"),
+    "num_classes": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+    "in_chans": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "input_size": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(n) and n >= 1 for n in v),
+                   "[channels, height, width]"),
+    "mean": (_numbers, "a list of numbers"),
+    "std": (lambda v: _numbers(v) and all(x > 0 for x in v), "a list of positive numbers"),
+    "folder": (lambda v: isinstance(v, dict), "an object"),
+    "model": (lambda v: isinstance(v, str) and bool(v), "a model name"),
+    "model_class": (lambda v: isinstance(v, str), "a class name"),
+    "model_kwargs": (lambda v: isinstance(v, dict), "an object of builder arguments"),
+    "versions": (lambda v: isinstance(v, dict), "an object"),
+    "precision": (lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "channels_last_source": (lambda v: isinstance(v, str), "a string"),
+    "teacher_sha256": (lambda v: isinstance(v, str) and len(v) == 64, "a SHA-256 hex digest"),
+}
 
 
 def qualified_name(model: nn.Module) -> str:
@@ -143,11 +182,11 @@ class RunDir:
     def info(self, which: Weights = "final") -> RunInfo:
         """run.json, else the metadata of the ``which`` weights."""
         if self.file(self.INFO).is_file():
-            return RunInfo.from_dict(_read_json(self.file(self.INFO)))
+            return RunInfo.from_dict(_read_json(self.file(self.INFO)), str(self.file(self.INFO)))
         _, info = load_weights(self.weights(which))
         if not info:
             raise ValueError(f"{self.path} has no run.json and its weights carry no attnkit metadata")
-        return RunInfo.from_dict(info)
+        return RunInfo.from_dict(info, f"the metadata of {self.weights(which)}")
 
     def metrics(self) -> list[dict[str, Any]]:
         """The per-epoch records, oldest first ([] before the first epoch ends)."""
@@ -238,7 +277,10 @@ def read_weights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     if file.is_file() and is_torch_file(file):  # by content: .pt, .pth, .pth.tar, .bin, ... alike
         return load_torch_state_dict(file), {}
     state, info = load_weights(file)
-    return (state, info) if info else (clean_state_dict(state, str(file)), {})
+    if not info:
+        return clean_state_dict(state, str(file)), {}
+    RunInfo.from_dict(info, f"the metadata of {file}")  # checked: a damaged record is one line naming the key
+    return state, info
 
 
 def _model_from_file(file: Path, device: str | torch.device, model_name: str | None, num_classes: int | None = None,
@@ -352,7 +394,10 @@ def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any
         return RunDir(path).info(weights).to_dict()
     if path.is_file() and is_torch_file(path):
         return {}
-    _, info = load_weights(weights_file(path, weights))
+    file = weights_file(path, weights)
+    _, info = load_weights(file)
+    if info:
+        RunInfo.from_dict(info, f"the metadata of {file}")  # checked: a damaged record is one line naming the key
     return info
 
 
