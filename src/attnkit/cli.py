@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> None:
         out = apply_overrides(recipe or {}, overrides).get("out")
         if out is None:
             raise ConfigError("out", "--resume needs the run directory: out=DIR (or run `attnkit resume DIR`)")
+        args.run_dir = str(out)
         train(_resume_config(str(out), recipe, overrides), resume=True)
         return
     config = config_from_dict(apply_overrides(recipe or {}, overrides))
@@ -44,8 +45,12 @@ def _train(args: argparse.Namespace) -> None:
     if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
     if args.command == "distill" and not plan.terms:
-        raise ConfigError("distill", "nothing to distil: set distill.teacher and at least one of at_beta, kd_alpha, "
-                                     "fact_beta, grad_at_beta (e.g. distill.at_beta=1000)")
+        from .engine.terms import TERMS
+
+        weights = ", ".join(f"distill.{t.weight}" for t in TERMS.values())
+        raise ConfigError("distill", f"nothing to distil: set distill.teacher and at least one of {weights} "
+                                     "(e.g. distill.at_beta=1000)")
+    args.run_dir = config.out  # an interruption points at it
     train(config)
 
 
@@ -62,6 +67,7 @@ def _resume_config(out: str, recipe: dict | None, overrides: Sequence[str]):
 def _resume(args: argparse.Namespace) -> None:
     from .engine import train
 
+    args.run_dir = args.run
     train(_resume_config(args.run, None, args.items), resume=True)
 
 
@@ -305,6 +311,15 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(USER_ERROR_EXIT)
 
 
+def _resume_hint(run_dir: str | None) -> str:
+    """How to continue an interrupted run: once it has written its config.yaml, `attnkit resume DIR` does."""
+    from pathlib import Path
+
+    if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
+        return ""
+    return f"; continue it with `attnkit resume {run_dir}`"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``attnkit`` command; failures follow the one error policy of :mod:`attnkit.errors`."""
     parser = build_parser()
@@ -316,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         if args.debug or debug_enabled():
             raise
-        print(f"attnkit {args.command}: interrupted", file=sys.stderr)
+        print(f"attnkit {args.command}: interrupted{_resume_hint(getattr(args, 'run_dir', None))}", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
     except Exception as err:
         message = user_message(err)

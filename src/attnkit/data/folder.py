@@ -239,7 +239,7 @@ def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list
 def _layout(root: Path, split: str, val_fraction: float | None) -> tuple[Path, float | None]:
     """(the class directory of ``split``, the held-out fraction when one tree is split, else None)."""
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist; pass root= a directory of class sub-folders")
+        raise FileNotFoundError(f"image folder {root} does not exist; give a directory of class sub-folders of images")
     if val_fraction is not None and not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
     evaluation = _evaluation_folder(root)

@@ -130,12 +130,26 @@ def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...],
             _download_once(lambda: [datasets.load_dataset(d.name, s, root=d.root, download=True) for s in splits], dist)
             download = False
         return [take(datasets.load_dataset(d.name, s, root=d.root, download=download), limits[s]) for s in splits]
+    except ConfigError:
+        raise
     except KeyError as err:
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
-        message = str(err.args[0] if err.args else err)
-        hint = "; pass data.download=true to fetch it" if "download=True" in message else ""  # not for folders
-        raise ConfigError("data.root", message + hint) from None
+        raise ConfigError("data.root", as_config_hint(str(err.args[0] if err.args else err))) from None
+    except ValueError as err:  # a file that fails its checksum (ChecksumError), ...
+        raise ConfigError("data", as_config_hint(str(err.args[0] if err.args else err))) from None
+
+
+# The data layer's hints name its Python arguments; a run's user sets config keys instead.
+_CONFIG_HINTS = (("load again with download=True", "run again with data.download=true"),
+                 ("load with download=True", "pass data.download=true"), (" or pass mirror=", ""))
+
+
+def as_config_hint(message: str) -> str:
+    """``message`` of the data layer with its hints in config keys (``download=True`` -> ``data.download=true``)."""
+    for python, config in _CONFIG_HINTS:
+        message = message.replace(python, config)
+    return message
 
 
 def _folder_splits(config: RunConfig, splits: tuple[str, ...], limits: dict[str, int | None],

@@ -217,7 +217,8 @@ class RunDir:
         if not candidate.is_file():
             if not self.path.is_dir():
                 raise FileNotFoundError(f"no run directory or weights file at {self.path}")
-            hint = " (the run has not finished; use weights='last')" if self.file(self.POINTER).is_file() else ""
+            hint = (" (the run has not finished: take its newest checkpoint with --weights last, weights='last' in "
+                    "Python)") if self.file(self.POINTER).is_file() else ""
             raise FileNotFoundError(f"no {candidate.name} in run directory {self.path}{hint}")
         return candidate
 
