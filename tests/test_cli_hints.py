@@ -51,3 +51,39 @@ def test_a_missing_data_set_names_the_config_key_that_downloads_it(tmp_path):
     done = run_cli("train", "data.name=cifar10", f"data.root={tmp_path}", f"out={tmp_path / 'x'}")
     assert done.returncode == 2 and "pass data.download=true" in done.stderr and "download=True" not in done.stderr
     assert "mirror=" not in done.stderr
+
+
+def test_eval_of_a_finished_run_prints_its_recorded_test_numbers_exactly(tmp_path):
+    """eval uses the run's memory format and precision (fp32 here: eval's own default would take bf16 where the CPU
+    has it, and differ)."""
+    from attnkit.engine import RunDir
+
+    out = tmp_path / "cl"
+    trained = run_cli("train", "data.name=mnist5k", "data.train_limit=64", "data.batch_size=32", "model.name=wrn",
+                      "model.kwargs={depth: 10, width: 0.5}", "optim.epochs=1", "progress=false", "tensorboard=false",
+                      "channels_last=true", "precision=fp32", f"out={out}")  # auto would be bf16 on a CPU with it
+    assert trained.returncode == 0, trained.stderr
+    assert RunDir(out).info().channels_last is True
+    done = run_cli("eval", out, "--device", "cpu")  # batches of 512, as the run evaluated
+    assert done.returncode == 0, done.stderr
+    result, last = json.loads(done.stdout), RunDir(out).summary()["last"]
+    assert (result["top1"], result["loss"], result["count"]) == (last["top1"], last["loss"], last["count"])
+    # Here the CPU computes both memory formats alike; what eval hands the model is checked directly too.
+    import torch
+
+    from attnkit.engine import evaluation
+
+    seen = []
+
+    def spy(model, batches, device, amp_dtype, dist=None):
+        images, _ = next(iter(batches))
+        seen.append((images.is_contiguous(memory_format=torch.channels_last), amp_dtype))
+        return {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 1}
+
+    original = evaluation.evaluate
+    evaluation.evaluate = spy
+    try:
+        evaluation.evaluate_run(out, device="cpu")
+    finally:
+        evaluation.evaluate = original
+    assert seen == [(True, None)]  # channels_last as recorded, float32 as recorded
