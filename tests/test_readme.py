@@ -103,3 +103,15 @@ def test_your_own_data_and_models_commands_run_as_written(tmp_path, monkeypatch)
     assert namespace["summary"]["model"] == "passed in (torch.nn.modules.container.Sequential)" and namespace["summary"]["last"]["count"] == 12
     for name in ("mypkg", "mypkg.nets", "torchvision", "torchvision.models"):
         sys.modules.pop(name, None)
+
+
+def test_readme_links_resolve_and_the_license_matches_pyproject():
+    """Every image and relative link of the README is a file of the repository (tracked, so a clone has it), and
+    LICENSE is the license pyproject.toml declares."""
+    root = Path(__file__).parents[1]
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split())
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", README) if not re.match(r"[a-z]+:|#", t)]
+    assert targets and all((root / t).exists() for t in targets), targets
+    assert not tracked or all(t in tracked or (root / t).is_dir() for t in targets), targets  # in a git checkout
+    license_name = re.search(r'^license = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    assert license_name == "MIT" and (root / "LICENSE").read_text().startswith("MIT License")
