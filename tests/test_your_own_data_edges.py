@@ -99,3 +99,30 @@ def test_a_teacher_saved_as_pth_tar_distils(folder_run, image_folder, tmp_path):
                    f"out={tmp_path / 's'}")
     assert done.returncode == 0, done.stderr
     assert RunDir(tmp_path / "s").summary()["teacher"] == str(tmp_path / "teacher.pth.tar")
+
+
+def test_maps_images_are_read_as_the_runs_evaluation_reads_them_and_hidden_files_are_skipped(folder_run, image_folder,
+                                                                                                tmp_path):
+    import torch
+
+    from attnkit.data import read_images
+    from attnkit.report.maps import folder_test_images
+
+    info = RunDir(folder_run).info().to_dict()
+    split = folder_test_images(folder_run, info, 12)  # all of val/, as `attnkit eval` scores it
+    files = read_images([image_folder / "val"], tuple(info["input_size"]), info["mean"], info["std"], info["classes"])
+    assert files.names == split.names and torch.equal(files.images, split.images)
+    assert torch.equal(files.labels, split.labels)
+    root = tmp_path / "imgs"
+    shutil.copytree(image_folder, root)
+    for split_name in ("train", "val"):  # what macOS leaves on a shared drive: not images, never listed
+        (root / split_name / "east" / "._east_0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+        (root / split_name / "north" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        (root / split_name / ".hidden").mkdir()
+    assert len(load_dataset("folder", "train", root=root)) == 36
+    done = run_cli("eval", folder_run, "--root", root, "--device", "cpu")
+    assert done.returncode == 0 and json.loads(done.stdout)["count"] == 12, done.stderr
+    maps = run_cli("maps", "--checkpoint", folder_run, "--images", root / "val", "--method", "activation",
+                   "--no-sanity", "--no-faithfulness", "--out", tmp_path / "maps")
+    assert maps.returncode == 0, maps.stderr
+    assert len(json.loads((tmp_path / "maps" / "metrics.json").read_text())["source"]["images"]) == 12

@@ -1,7 +1,8 @@
 """Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``): listing, the held-out split, and the transforms.
 
 Class names are the sorted sub-folder names; images are the files under each (recursively, sorted) whose
-extension Pillow commonly reads. Links to directories are followed (a class folder may be, or hold, a link to
+extension Pillow commonly reads (:data:`IMAGE_EXTENSIONS`); hidden files and folders (``.name``, macOS's ``._name``)
+are skipped. Links to directories are followed (a class folder may be, or hold, a link to
 images elsewhere), but each real directory is listed once, under the first class (in sorted order) that
 reaches it, and never the root or what lies above it: a link loop ends, and no file is listed twice. Two layouts:
 
@@ -60,6 +61,8 @@ __all__ = [
     "center_crop_image",
     "folder_layout",
     "imagenet_normalization",
+    "is_image_file",
+    "list_image_files",
     "load_image",
     "load_image_folder",
     "random_resized_crop_box",
@@ -197,6 +200,19 @@ def load_image_folder(
     return ImageFolderData(directory, samples, classes, mean, std, channels=channels, details=layout)
 
 
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted), listed as a class folder is: hidden files and
+    folders skipped, links to directories followed once, never back into ``folder`` or above it."""
+    folder = Path(folder)
+    status = os.stat(folder)
+    return _image_files(folder, {(status.st_dev, status.st_ino)}, os.path.realpath(folder))
+
+
+def is_image_file(path: Path) -> bool:
+    """A file an image folder lists: an image extension (:data:`IMAGE_EXTENSIONS`), not hidden."""
+    return path.name.lower().endswith(IMAGE_EXTENSIONS) and not path.name.startswith(".")
+
+
 def _class_folders(directory: Path) -> list[str]:
     """The sorted class sub-folder names of ``directory`` (hidden ones skipped); an error when there are none."""
     classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
@@ -219,6 +235,8 @@ def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list
         with os.scandir(directory) as listing:  # an unreadable folder is an error naming it
             entries = sorted(listing, key=lambda entry: entry.name)  # the first link (by name) to a directory wins
         for entry in entries:
+            if entry.name.startswith("."):  # hidden files and folders, macOS's ._NAME resource forks among them
+                continue
             if not entry.is_dir():  # files, and links to files (broken links included: decoding names them)
                 if entry.name.lower().endswith(IMAGE_EXTENSIONS):
                     files.append(Path(entry.path))
