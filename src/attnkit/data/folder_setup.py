@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import torch
 
-from ._dataset import evenly_spaced, fixed_subset
+from ._dataset import channel_stats, evenly_spaced, fixed_subset
 from .folder import Channels, ImageFolderData, folder_layout, imagenet_normalization, load_image_folder
 from .loader import DecodedFolder
 
@@ -54,7 +54,7 @@ def measure_normalization(data: ImageFolderData, size: int, workers: int = 0,
     ``data`` spread evenly through it, decoded as :func:`decode_folder` does. Sums are exact (int64)."""
     index = evenly_spaced(len(data), limit)
     pixels = data.pixels[index] if data.pixels is not None else _decode(data, index.tolist(), size, workers)
-    return (*_statistics(pixels), len(index))
+    return (*channel_stats(pixels), len(index))
 
 
 def prepare_folder(
@@ -122,22 +122,3 @@ def _decode(data: ImageFolderData, index: Sequence[int], size: int, workers: int
         pixels[done:done + len(images)] = images
         done += len(images)
     return pixels.permute(0, 3, 1, 2).contiguous()  # (N, C, S, S)
-
-
-def _statistics(pixels: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std on the 0..1 scale of (N, C, H, W) uint8 pixels.
-
-    The sums of values and squares are exact integers (summed over chunks of images in int64), so the result does
-    not depend on the order or the chunking. A channel varying by less than one grey level gets std 1/255.
-    """
-    channels = pixels.shape[1]
-    total, squares = torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
-    for chunk in pixels.split(_DECODE_BATCH):
-        values = chunk.transpose(0, 1).reshape(channels, -1).to(torch.int64)  # (C, n*H*W)
-        total += values.sum(1)
-        squares += values.pow(2).sum(1)
-    count = pixels.numel() // channels
-    mean = [t / count / 255 for t in total.tolist()]
-    variance = [(count * q - t * t) / count**2 for t, q in zip(total.tolist(), squares.tolist())]  # exact in ints
-    std = [max(v, 1.0) ** 0.5 / 255 for v in variance]
-    return tuple(mean), tuple(std)
