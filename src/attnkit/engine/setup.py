@@ -31,6 +31,7 @@ from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
 from .data_setup import DataSource, build_loaders, load_data
 from .memory_format import Source, choose_channels_last
+from .model_checks import check_forward
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
 from .resume import check_resumable
@@ -293,29 +294,6 @@ def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.de
     check_forward(teacher, "distill.teacher", f"the teacher {d.teacher_model or teacher_info.get('model') or ''}".rstrip(),
                   data_info, device)
     return teacher
-
-
-def check_forward(model: nn.Module, key: str, name: str, data_info: dict[str, Any], device: torch.device) -> None:
-    """Run a model of the user's once, in eval mode, on one blank image of the run's data, before attnkit hooks into
-    it: a failure there, or an output that is not (1, classes) logits, is the model's, named as ``key`` and ``name``
-    (its cause chained, a ``ConfigError``: one line from the command). Train mode is restored; no state changes."""
-    example = torch.zeros(1, *data_info["input_size"], device=device)
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            logits = model.eval()(example)
-    except Exception as err:
-        cause = (str(err).strip().splitlines() or [""])[0]
-        raise ConfigError(key, f"{name} fails on one image of this data, shape {tuple(example.shape)} "
-                               f"({type(err).__name__}: {cause}); make it take such images (image folders: or set "
-                               "data.image_size / data.channels)") from err
-    finally:
-        model.train(was_training)
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ConfigError(key, f"{name} gives {shape} for one image, not (1, classes) logits")
-    if logits.shape[1] != data_info["num_classes"]:
-        raise ConfigError(key, f"{name} predicts {logits.shape[1]} classes but the data has {data_info['num_classes']}")
 
 
 def _decide(
