@@ -133,7 +133,7 @@ def test_scorecam_equals_algorithm_1_of_the_paper():
             weights = torch.softmax(torch.stack(scores), dim=0)
             expected[b] = sum(weights[k] * A[b, k] for k in range(3)).clamp_min(0)
     for batch_size in (1, 4, 64):
-        maps = ScoreCAM(model, layer=model.act, batch_size=batch_size).attribute(X, TARGET, upsample=False)
+        maps = ScoreCAM(model, layer=model.act, channel_batch_size=batch_size).attribute(X, TARGET, upsample=False)
         assert_close(maps, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -153,7 +153,7 @@ def test_ablationcam_equals_the_paper_with_and_without_reusing_the_prefix(net):
                 ablated = A[b].clone()
                 ablated[k] = 0
                 expected[b] += (y - head(ablated, b)) / abs(y) * A[b, k]
-    maps = AblationCAM(model, layer="act", batch_size=2).attribute(X, TARGET, upsample=False)
+    maps = AblationCAM(model, layer="act", channel_batch_size=2).attribute(X, TARGET, upsample=False)
     assert_close(maps, expected.clamp_min(0), rtol=1e-4, atol=1e-5)
     assert hook_count(model) == 0
 
@@ -237,3 +237,41 @@ def test_differentiable_maps_pass_gradcheck_in_float64(method):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     assert model.fc.bias.grad is None
     assert cam.attribute(x, target).grad_fn is None  # the default: detached
+
+
+def test_a_closure_over_per_image_labels_is_refused_with_the_row_by_row_rule():
+    # Score-CAM scores masked copies of one image at a time, aug_smooth all six views at once: a function that
+    # only works on the B rows of the batch fails there, with a message that says why and what to pass instead.
+    model = create_model("wrn", depth=10, width=1, num_classes=5).eval()
+    x, labels = torch.randn(2, 3, 16, 16), torch.tensor([1, 3])
+    per_image = lambda logits: logits.gather(1, labels[:, None]).squeeze(1)  # noqa: E731
+    with pytest.raises(ValueError, match=r"\(8, K\) logits, \(8,\), got \(2,\); .*each from its own row.*pass the classes"):
+        ScoreCAM(model, channel_batch_size=8).attribute(x, per_image)
+    with pytest.raises(ValueError, match=r"one score per row of its \(12, K\) logits, \(12,\), got \(2,\)"):
+        GradCAM(model, aug_smooth=True).attribute(x, lambda logits: logits[:2, 1])
+
+
+def test_differentiable_maps_are_computed_in_eval_mode_and_leave_the_running_statistics_alone():
+    torch.manual_seed(0)
+    model = create_model("wrn", depth=10, width=1, num_classes=5).train()
+    x, target = torch.randn(4, 3, 16, 16), torch.tensor([1, 3, 0, 2])
+    statistics = {name: b.clone() for name, b in model.named_buffers()}
+    maps = GradCAM(model, layer="layer2").attribute(x, target, create_graph=True)
+    assert model.training and all(m.training for m in model.modules())  # every flag restored
+    assert all(torch.equal(b, statistics[name]) for name, b in model.named_buffers())  # no running-stat update
+    model.eval()
+    assert_close(maps.detach(), GradCAM(model, layer="layer2").attribute(x, target), rtol=1e-5, atol=1e-7)
+    one = GradCAM(model.train(), layer="layer2").attribute(x[:1], target[:1], create_graph=True)
+    assert_close(one.detach(), maps[:1].detach(), rtol=1e-5, atol=1e-7)  # each image's map is its own
+
+
+def test_channel_batch_size_is_the_constructors_name_and_batch_size_the_images_per_chunk():
+    model = LinearHeadNet().eval()
+    for method in (ScoreCAM, AblationCAM):
+        cam = method(model, layer="act", channel_batch_size=2)
+        assert cam.channel_batch_size == 2
+        assert_close(cam.attribute(X, TARGET, batch_size=1), cam.attribute(X, TARGET), rtol=1e-5, atol=1e-6)
+        with pytest.raises(TypeError, match="batch_size"):
+            method(model, layer="act", batch_size=2)
+        with pytest.raises(ValueError, match="channel_batch_size must be a positive int"):
+            method(model, layer="act", channel_batch_size=0)

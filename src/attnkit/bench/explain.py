@@ -31,8 +31,8 @@ OPTIONS = {  # the same settings on both sides
     "integrated_gradients": {"steps": 50},
     "smoothgrad": {"samples": 25, "stdev": 0.5},
     "occlusion": {"window": 8, "stride": 4, "perturbations_per_eval": 16},
-    "scorecam": {"batch_size": CHANNEL_BATCH},
-    "ablationcam": {"batch_size": CHANNEL_BATCH},
+    "scorecam": {"channel_batch_size": CHANNEL_BATCH},
+    "ablationcam": {"channel_batch_size": CHANNEL_BATCH},
 }
 SLOW = {"integrated_gradients", "smoothgrad", "occlusion", "scorecam", "ablationcam"}  # fewer repeats
 

@@ -85,7 +85,7 @@ class CAM(AttentionMethod):
         if self.layer is None:
             features = self.model.forward_features(images)
             return features, self.model.get_classifier(), self.model.forward_head(features)
-        capture = FeatureCapture(self.model, [self.layer], detach=True)
+        capture = FeatureCapture(self.model, [self.layer], detach=True, copy=True)
         with capture:
             logits = self.model(images)
         (features,) = capture.ordered()
