@@ -68,7 +68,8 @@ class _GradientCAM(CAMMethod):
         batch_size: int | None = None,
         create_graph: bool = False,
     ) -> Tensor:
-        """Maps (B, C, H, W) -> (B, H, W); ``create_graph=True`` returns them in the autograd graph (a loss).
+        """Maps (B, C, H, W) -> (B, H, W); ``create_graph=True`` returns them in the autograd graph (a loss;
+        computed in eval mode like every map, see "Differentiable maps" in the module docstring).
 
         Other arguments as :meth:`attnkit.explain.AttentionMethod.attribute`.
         """

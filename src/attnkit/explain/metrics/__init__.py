@@ -20,7 +20,8 @@ road_lerf               higher      mean p with the 10..90% least relevant pixel
 randomization_spearman  lower       rank correlation of the maps before / after re-initialising the weights
 ======================  ==========  =======================================================================
 
-p is the softmax probability of the explained class (module docstrings give every formula).
+p is the softmax probability of the explained class (module docstrings give every formula; the papers and
+the choices made: docs/papers.md, sections 5.6 and 5.7).
 """
 
 from __future__ import annotations
