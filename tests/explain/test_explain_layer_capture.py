@@ -141,18 +141,27 @@ def test_ablationcam_on_a_residual_attention_relu_that_runs_three_times(layer):
     assert_close(maps, expected, rtol=1e-4, atol=1e-5 * float(expected.max()))
 
 
-def test_ablationcam_falls_back_on_any_exception_of_the_shortcut():
-    class Picky(TwiceUsedConv):
-        """Refuses a layer output whose batch differs from the input's, with an exception of its own type."""
+class Picky(TwiceUsedConv):
+    """Raises ``error`` when the layer's output batch differs from the input's (the shortcut's two ablated copies
+    of one image), or, with ``every_later_call``, on every forward after the first, whatever the batch."""
 
-        def forward(self, x):
-            x0 = F.relu(self.conv0(x))
-            y = self.conv(F.relu(self.conv(x0)))
-            if y.shape[0] != x.shape[0]:
-                raise LookupError("batch mismatch")  # neither RuntimeError nor ValueError
-            return self.fc(y.relu().mean(dim=(2, 3)))
+    def __init__(self, error: Exception, every_later_call: bool = False) -> None:
+        super().__init__()
+        self.error, self.every_later_call, self.forwards = error, every_later_call, 0
 
-    model = Picky().eval()
+    def forward(self, x):
+        self.forwards += 1
+        x0 = F.relu(self.conv0(x))
+        y = self.conv(F.relu(self.conv(x0)))
+        if y.shape[0] != x.shape[0] or (self.every_later_call and self.forwards > 1):
+            raise self.error
+        return self.fc(y.relu().mean(dim=(2, 3)))
+
+
+def test_ablationcam_falls_back_to_whole_model_copies_only_on_unequal_batch_sizes():
+    # The shortcut (the prefix run once, two ablated copies after the layer) expects one failure: torch's
+    # RuntimeError for tensors of unequal batch sizes. Then, and only then, every copy runs through the whole model.
+    model = Picky(RuntimeError("Sizes of tensors must match except in dimension 1")).eval()
     calls = []
     handle = model.conv.register_forward_hook(lambda m, i, o: calls.append(o.detach().clone()))
     with torch.no_grad():
@@ -160,3 +169,19 @@ def test_ablationcam_falls_back_on_any_exception_of_the_shortcut():
     handle.remove()
     maps = AblationCAM(model, layer="conv", channel_batch_size=3).attribute(X, TARGET, upsample=False)
     assert_close(maps, _ablation_reference(model, model.conv, calls[-1], call=2), rtol=1e-4, atol=1e-6)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize(
+    "error, every_later_call",
+    [(LookupError("batch mismatch"), False), (torch.OutOfMemoryError("out of memory"), False),
+     (RuntimeError("broken after the first forward"), True)],
+    ids=["another exception type", "out of memory", "a RuntimeError one copy raises too"],
+)
+def test_ablationcam_lets_every_other_failure_of_the_shortcut_propagate(error, every_later_call):
+    # Once any Exception meant "fall back": a model's own error, or memory running out, was hidden (and paid for
+    # again by the plain path). Now it reaches the caller unchanged.
+    model = Picky(error, every_later_call).eval()
+    with pytest.raises(type(error), match=str(error)):
+        AblationCAM(model, layer="conv", channel_batch_size=3).attribute(X, TARGET, upsample=False)
+    assert hook_count(model) == 0

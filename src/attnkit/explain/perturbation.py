@@ -21,10 +21,12 @@ minus the shared constant channels. Ablation-CAM changes only the layer's output
 (the prefix) run once per chunk of ``channel_batch_size`` channels on the one image, and only the rest of the
 model (the suffix) runs on the ablated copies: a forward hook on the layer returns the (n, C, h, w) ablated
 activations for a batch of one image, which the later layers broadcast against. Whether the model allows that
-(skip connections that concatenate across the batch would not) is checked on each call by running two
+(a skip connection concatenated with the ablated batch would not) is checked on each call by running two
 unchanged copies that way and comparing their scores with the plain forward; if they differ, or that run
-raises any ``Exception`` (not a ``KeyboardInterrupt``), the copies run through the whole model
-(pytorch-grad-cam's way).
+raises the error torch raises for tensors of unequal batch sizes (a ``RuntimeError`` that the same run with one
+copy, the prefix's batch size, does not raise), the copies run through the whole model (pytorch-grad-cam's
+way). Any other error (another exception type, out of memory, a ``RuntimeError`` that one copy raises too)
+propagates: it is the model's or the call's, and the plain path would hide it or fail the same way.
 
 Papers, formulas and the deviations chosen here: docs/papers.md, section 5.3.
 """
@@ -199,9 +201,20 @@ class AblationCAM(_ChannelScoreCAM):
         copies = activations.expand(2, -1, -1, -1).contiguous()
         try:
             out = self._from_layer(layer, image, copies, reuse_prefix=True)
-        except Exception:  # any failure of this shortcut (e.g. a concatenation that needs equal batch sizes)
-            return False  # means only: run every copy through the whole model (KeyboardInterrupt still stops)
+        except RuntimeError as err:  # torch's error for tensors of unequal batch sizes (a concatenation, a bmm)
+            if isinstance(err, torch.OutOfMemoryError) or not self._batch_sizes_to_blame(layer, image, activations):
+                raise  # a failure of its own, not of the shortcut: the plain path would not mend it
+            return False  # run every copy through the whole model
         if out.shape[0] != 2:
             return False
         scores = _row_scores(out, rows, torch.zeros(2, dtype=torch.long, device=out.device))
         return bool(torch.allclose(scores, score.expand(2), rtol=1e-4, atol=1e-5))
+
+    def _batch_sizes_to_blame(self, layer: _Layer, image: Tensor, activations: Tensor) -> bool:
+        """Does the shortcut run with one copy, whose batch equals the prefix's? Then its failure with two copies
+        came from the unequal batch sizes, the one failure the shortcut expects."""
+        try:
+            self._from_layer(layer, image, activations, reuse_prefix=True)
+        except RuntimeError:
+            return False
+        return True
