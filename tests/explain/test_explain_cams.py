@@ -172,6 +172,35 @@ def test_fused_layers_are_the_mean_of_per_layer_maps_scaled_to_unit_range(name):
     assert_close(fused, (expected[0] + expected[1]) / 2, rtol=1e-4, atol=1e-5)
 
 
+def test_fusion_rule_by_hand_scaled_resized_to_the_finest_layer_averaged_not_rescaled():
+    from attnkit.explain._cam_base import fuse_layers
+
+    fine = torch.arange(16.0).view(1, 4, 4) * 3 - 5  # scaled: arange / 15, the maximum 1 at (3, 3)
+    coarse = torch.tensor([[[7.0, -1.0], [-1.0, -1.0]]])  # scaled: 1 at (0, 0), else 0
+    # coarse upsampled 2 x (bilinear, align_corners=False): output i reads source (i + 0.5) / 2 - 0.5, clamped to
+    # [0, 1] = 0, 0.25, 0.75, 1, so the 1 at (0, 0) weighs (1, 0.75, 0.25, 0) along each axis.
+    weights = torch.tensor([1.0, 0.75, 0.25, 0.0])
+    expected = (torch.arange(16.0).view(4, 4) / 15 + torch.outer(weights, weights)) / 2
+    fused = fuse_layers([coarse, fine])  # the finest layer's size wins whatever the order
+    assert fused.shape == (1, 4, 4)
+    assert_close(fused[0], expected, rtol=1e-6, atol=1e-7)
+    assert float(fused.max()) == pytest.approx((4 / 15 + 0.75) / 2)  # at (1, 0): below 1, the mean is not rescaled
+    assert_close(fuse_layers([fine]), fine)  # one layer: unchanged
+    flat = torch.full((1, 2, 2), 3.0)
+    assert_close(fuse_layers([fine, flat]), torch.arange(16.0).view(1, 4, 4) / 30)  # a flat map counts as 0
+
+
+def test_fused_signed_maps_with_relu_false():
+    model = create_model("wrn", depth=10, width=1, num_classes=5).eval()
+    x, target = torch.randn(2, 3, 16, 16), torch.tensor([1, 4])
+    signed = [GradCAM(model, layer=layer, relu=False).attribute(x, target, upsample=False) for layer in ("layer2", "relu")]
+    assert all(float(maps.min()) < 0 for maps in signed)  # else relu=False would change nothing here
+    scaled = [(m - m.amin((1, 2), keepdim=True)) / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)) for m in signed]
+    expected = (scaled[0] + F.interpolate(scaled[1][:, None], size=(8, 8), mode="bilinear")[:, 0]) / 2
+    fused = GradCAM(model, layer=["layer2", "relu"], relu=False).attribute(x, target, upsample=False)
+    assert_close(fused, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_aug_smooth_averages_the_maps_of_flipped_and_shifted_views_mapped_back():
     model = create_model("wrn", depth=10, width=1, num_classes=5).eval()
     x, target = torch.randn(2, 3, 16, 16), torch.tensor([1, 4])

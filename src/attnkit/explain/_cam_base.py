@@ -13,13 +13,21 @@ Grad-CAM's channel means of the gradient, Score-CAM's softmax of masked scores, 
   with :func:`attnkit.features.output_module`), or for a model without ``forward_features`` (torchvision's, a
   ``Sequential``) the last of its traced attention points (:func:`attnkit.features.resolution_groups`), the last
   spatial map before global pooling.
-* **Several layers** are fused by this rule: each layer's map (after its ReLU) is scaled to [0, 1] per image
-  (minimum -> 0, maximum -> 1; a flat map -> 0), resized to the finest of the layers' resolutions
-  (:func:`attnkit.functional.resize_map`, bilinear) and averaged over the layers, so a fused map lies in [0, 1]
-  (its maximum is below 1 where the layers' maxima differ) and ``upsample`` then resizes it like any map.
-  pytorch-grad-cam's rule differs in two steps: it resizes every layer's scaled map to the input resolution
-  (not the finest layer's), and rescales the mean to [0, 1] again (it also adds 1e-7 to the scale's
-  denominator, and scales single-layer maps too). A single layer's map is not rescaled here.
+* **Several layers** are fused by this rule (:func:`fuse_layers`), applied to the maps of one batch after each
+  layer's own reduction and ReLU (with ``relu=False``, to the signed maps):
+
+  1. each layer's (B, h_i, w_i) map is scaled per image to [0, 1]: its minimum -> 0, its maximum -> 1, a flat map
+     -> all 0 (:func:`scale_per_image`);
+  2. each scaled map is resized to the size of the layer with the most positions h_i * w_i (the first such
+     layer in the order given) with :func:`attnkit.functional.resize_map` (bilinear, ``align_corners=False``);
+  3. the resized maps are averaged over the layers, with equal weights; the mean is not rescaled.
+
+  The fused map lies in [0, 1] and reaches 1 only at a position where every layer's resized map is 1 (rarely:
+  bilinear upsampling lowers a coarse layer's peak); ``upsample`` then resizes it like any map. A single layer's
+  map is not rescaled. With ``aug_smooth`` each view's maps are fused first, then the views are averaged.
+  pytorch-grad-cam's rule differs in three steps: it resizes every layer's scaled map to the input resolution
+  (not the finest layer's), rescales the mean to [0, 1] again, and adds 1e-7 to the scale's denominator (it
+  also scales single-layer maps).
 * **aug_smooth**: the map is the mean over six test-time views of each image (no flip / horizontal flip, each
   unshifted and circularly shifted by +s and -s pixels along both axes, s = max(1, min(H, W) // 16)), each view's
   map resized to the input resolution and mapped back (shift undone, flip undone) before averaging. The views
@@ -76,7 +84,13 @@ def scale_per_image(maps: Tensor) -> Tensor:
 
 
 def fuse_layers(maps: list[Tensor]) -> Tensor:
-    """Several layers' (B, h_i, w_i) maps -> their mean after scaling each to [0, 1], at the finest size."""
+    """Several layers' (B, h_i, w_i) maps -> their mean after scaling each to [0, 1], at the size of the layer with
+    the most positions (the module docstring's rule); one map is returned unchanged.
+
+    >>> fuse_layers([torch.tensor([[[0.0, 2.0], [4.0, 8.0]]]), torch.tensor([[[3.0]]])])  # the 1 x 1 map is flat
+    tensor([[[0.0000, 0.1250],
+             [0.2500, 0.5000]]])
+    """
     if len(maps) == 1:
         return maps[0]
     size = max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
