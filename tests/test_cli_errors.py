@@ -108,6 +108,7 @@ def build_cases(t: Path, run: Path) -> list[tuple[str, list[str], list[str]]]:
     save_file(weights, t / "kwargs.safetensors", {"attnkit": json.dumps({**info, "model_kwargs": {"depth": 10, "bogus": 1}})})
     save_file(weights, t / "model99.safetensors", {"attnkit": json.dumps({**info, "model": "wrn_99"})})
     save_file(weights, t / "metadata.safetensors", {"attnkit": "{not json"})
+    save_file(weights, t / "size.safetensors", {"attnkit": json.dumps({**info, "input_size": [1, 28]})})
     pointer = json.loads((run / "checkpoint.json").read_text())
     hostile = copy_run(run, t / "hostile")
     with open(hostile / pointer["state"], "wb") as f:
@@ -117,6 +118,8 @@ def build_cases(t: Path, run: Path) -> list[tuple[str, list[str], list[str]]]:
     copies = {
         "truncated": copy_run(run, t / "truncated", model__safetensors=truncated[: len(truncated) // 2]),
         "runjson": copy_run(run, t / "runjson", run__json='{"dataset": "mnist5k", '),
+        "classes": copy_run(run, t / "classes", run__json=json.dumps({**info, "num_classes": "ten"})),
+        "infolist": copy_run(run, t / "infolist", run__json="[1, 2]"),
         "pointer": copy_run(run, t / "pointer", checkpoint__json="[1, 2]"),
         "nopointer": copy_run(run, t / "nopointer", checkpoint__json=None),
         "metrics": copy_run(run, t / "metrics", metrics__jsonl='{"epoch": 1, "lr\n' + metrics),
@@ -191,6 +194,19 @@ def build_cases(t: Path, run: Path) -> list[tuple[str, list[str], list[str]]]:
          ["bomb.png", "decompression bomb"]),
         ("maps of a file that is no image", ["maps", "--checkpoint", run, "--images", t / "afile", "--out", t / "m1"],
          ["afile"]),
+        ("run.json with a key of the wrong type", ["eval", c["classes"]], ["classes/run.json", "'num_classes'", "'ten'"]),
+        ("run.json that is a list", ["eval", c["infolist"]], ["infolist/run.json", "JSON object"]),
+        ("weights metadata with a key of the wrong type", ["eval", t / "size.safetensors"],
+         ["size.safetensors", "'input_size'", "[channels, height, width]"]),
+        ("workers=-1", ["train", "data.workers=-1"], ["data.workers", ">= 0"]),
+        ("huge seed", ["train", "seed=99999999999999999999"], ["seed", "2**32"]),
+        ("negative seed", ["train", "seed=-1"], ["seed", "got -1"]),
+        ("data.root that is a file (folder)", ["train", *FOLDER, f"data.root={t / 'afile'}", f"out={t / 'r7'}"],
+         ["data.root", "afile", "is a file"]),
+        ("data.root that is a file (data set)", ["train", *TINY, f"data.root={t / 'afile'}", f"out={t / 'r8'}"],
+         ["data.root", "afile", "is a file"]),
+        ("device=meta", ["train", "device=meta", f"out={t / 'r9'}"], ["device", "meta", "device=cpu"]),
+        ("eval --batch-size 0", ["eval", run, "--batch-size", "0"], ["--batch-size", ">= 1"]),
         ("no packaged recipe matches", ["recipes", "zzz*"], ["zzz*"]),
         ("missing argument", ["eval"], ["required", "run"]),
         ("unknown option", ["train", "--frobnicate"], ["unrecognized arguments", "--frobnicate"]),

@@ -84,19 +84,34 @@ def test_your_own_data_and_models_commands_run_as_written(tmp_path, monkeypatch)
 
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "teacher.pth")
     commands = [line.split("  #")[0] for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()]
-    assert len(commands) == 7 and all(c.startswith("attnkit ") for c in commands)
+    assert len(commands) == 8 and all(c.startswith(("attnkit ", "export ")) for c in commands)
     for command in commands:
+        if command.startswith("export "):  # the shell's environment for the commands that follow
+            monkeypatch.setenv(*command.split(" ", 1)[1].strip().split("=", 1))
+            continue
         done = run_cli(*shlex.split(command)[1:], cwd=tmp_path, pythonpath=(fakes,))
         assert done.returncode == 0, f"{command}\n{done.stderr}"
     assert RunDir(tmp_path / "runs" / "folder_student").info().model == "mypkg.nets:tiny_net"
     assert (tmp_path / "maps" / "metrics.json").is_file() and (tmp_path / "report" / "index.html").is_file()
-    assert RunDir(tmp_path / "runs" / "from_pth").summary()["teacher"] == "teacher.pth"
+    assert RunDir(tmp_path / "runs" / "from_pth").summary()["teacher"] == str(tmp_path / "teacher.pth")
 
     python = re.search(r"```python\n(from torch import nn\nfrom attnkit.engine.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace: dict = {}
     exec(compile(python, "README.md", "exec"), namespace)
-    assert namespace["summary"]["model"] == "Sequential" and namespace["summary"]["last"]["count"] == 12
+    assert namespace["summary"]["model"] == "passed in (torch.nn.modules.container.Sequential)" and namespace["summary"]["last"]["count"] == 12
     for name in ("mypkg", "mypkg.nets", "torchvision", "torchvision.models"):
         sys.modules.pop(name, None)
+
+
+def test_readme_links_resolve_and_the_license_matches_pyproject():
+    """Every image and relative link of the README is a file of the repository (tracked, so a clone has it), and
+    LICENSE is the license pyproject.toml declares."""
+    root = Path(__file__).parents[1]
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split())
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", README) if not re.match(r"[a-z]+:|#", t)]
+    assert targets and all((root / t).exists() for t in targets), targets
+    assert not tracked or all(t in tracked or (root / t).is_dir() for t in targets), targets  # in a git checkout
+    license_name = re.search(r'^license = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    assert license_name == "MIT" and (root / "LICENSE").read_text().startswith("MIT License")

@@ -91,22 +91,25 @@ def test_a_spec_model_on_a_grey_tree_is_rebuilt_by_eval_resume_and_as_a_teacher(
     info = RunDir(out).info()
     assert (info.model, info.in_chans, info.folder["layout"], info.folder["val_fraction"], info.folder["in_memory"]) == (
         "torchvision:resnet18", 3, "one tree", 0.1, False)  # streamed: the budget is 0
+    monkeypatch.setenv("ATTNKIT_MODELS", "torchvision:resnet18")  # a recorded spec is built only when named
     evaluated = run_cli("eval", out, "--device", "cpu", pythonpath=(FAKES,))
-    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["count"] == 3  # one held out a class
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["count"] == 4  # by path hash, 1 or 2 a class
     # eval reads the images as training's evaluation did (the record: streamed, 0.875 centre crop, normalisation)
     assert json.loads(evaluated.stdout)["loss"] == RunDir(out).summary()["last"]["loss"]
-    resumed = run_cli("resume", out, pythonpath=(FAKES,))
+    monkeypatch.delenv("ATTNKIT_MODELS")
+    resumed = run_cli("resume", out, "model.name=torchvision:resnet18", pythonpath=(FAKES,))
     assert resumed.returncode == 0, resumed.stderr
     # The run as a teacher: rebuilt from its spec; layers of models without feature_info paired by module path.
     monkeypatch.syspath_prepend(str(FAKES))
     config = RunDir(out).config()
     config.out, config.distill.teacher, config.distill.at_beta = str(tmp_path / "student"), str(out), 1000.0
-    config.distill.layers = ["1:layer1", "4:layer2"]
+    config.distill.layers, config.distill.teacher_model = ["1:layer1", "4:layer2"], "torchvision:resnet18"
     summary = train(config, model=toy_cnn((4, 8), num_classes=3))
-    assert summary["teacher"] == str(out) and summary["last"]["count"] == 3
+    assert summary["teacher"] == str(out) and summary["last"]["count"] == 4
     assert RunDir(tmp_path / "student").metrics()[0]["train"]["at"] > 0
     for name in ("torchvision", "torchvision.models"):
         sys.modules.pop(name, None)
+    monkeypatch.setenv("ATTNKIT_MODELS", "torchvision:resnet18")
     lost = run_cli("eval", out, "--device", "cpu")  # without the package on the path: one line naming the module
     assert lost.returncode == 2 and "torchvision" in lost.stderr and len(lost.stderr.strip().splitlines()) == 1
 
@@ -123,9 +126,16 @@ def test_python_api_takes_any_module_pair(tmp_path):
     teacher = toy_cnn((8, 16), convs_per_stage=2, in_chans=1, num_classes=3).eval()
     before = [p.clone() for p in teacher.parameters()]
     summary = train(config, model=student, teacher=teacher)
-    assert summary["model"] == "Sequential" and summary["teacher"] == "Sequential" and summary["last"]["count"] == 6
+    assert summary["model"] == summary["teacher"] == "passed in (torch.nn.modules.container.Sequential)" and summary["last"]["count"] == 6
     assert RunDir(config.out).info().in_chans == 1 and RunDir(config.out).info().model is None
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher stays frozen
+    assert RunDir(config.out).config().model.name == "passed in (torch.nn.modules.container.Sequential)"
+    evaluated = run_cli("eval", config.out, "--device", "cpu")  # nothing to rebuild it by: says what works
+    assert evaluated.returncode == 2 and len(evaluated.stderr.strip().splitlines()) == 1
+    assert "torch.nn.modules.container.Sequential passed in from Python" in evaluated.stderr
+    assert "load_model(path, model_name='package.module:callable')" in evaluated.stderr
+    resumed = run_cli("resume", config.out)
+    assert resumed.returncode == 2 and "train(config, resume=True, model=...)" in resumed.stderr
 
 
 def test_a_png_export_of_a_data_set_evaluates_as_the_data_set(tmp_path):

@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> None:
         out = apply_overrides(recipe or {}, overrides).get("out")
         if out is None:
             raise ConfigError("out", "--resume needs the run directory: out=DIR (or run `attnkit resume DIR`)")
+        args.run_dir = str(out)
         train(_resume_config(str(out), recipe, overrides), resume=True)
         return
     config = config_from_dict(apply_overrides(recipe or {}, overrides))
@@ -44,8 +45,12 @@ def _train(args: argparse.Namespace) -> None:
     if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
     if args.command == "distill" and not plan.terms:
-        raise ConfigError("distill", "nothing to distil: set distill.teacher and at least one of at_beta, kd_alpha, "
-                                     "fact_beta, grad_at_beta (e.g. distill.at_beta=1000)")
+        from .engine.terms import TERMS
+
+        weights = ", ".join(f"distill.{t.weight}" for t in TERMS.values())
+        raise ConfigError("distill", f"nothing to distil: set distill.teacher and at least one of {weights} "
+                                     "(e.g. distill.at_beta=1000)")
+    args.run_dir = config.out  # an interruption points at it
     train(config)
 
 
@@ -55,12 +60,14 @@ def _resume_config(out: str, recipe: dict | None, overrides: Sequence[str]):
     from .recipes import apply_overrides
 
     base = recipe if recipe is not None else RunDir(out).config_values()
-    return resume_config(out, apply_overrides(base, overrides))  # out: the directory as it is now
+    named = apply_overrides(recipe or {}, overrides)  # what the user typed names models; config.yaml does not
+    return resume_config(out, apply_overrides(base, overrides), named)  # out: the directory as it is now
 
 
 def _resume(args: argparse.Namespace) -> None:
     from .engine import train
 
+    args.run_dir = args.run
     train(_resume_config(args.run, None, args.items), resume=True)
 
 
@@ -142,7 +149,7 @@ def _report(args: argparse.Namespace) -> None:
     from .report import write_report
 
     page = write_report(args.runs, args.out, methods=args.methods, images=args.images, maps=not args.no_maps,
-                        device=args.device)
+                        device=args.device, root=args.root)
     print(f"report: {page}")
 
 
@@ -314,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--images", type=int, default=200, help="test images for the map metrics (default: 200)")
     report.add_argument("--no-maps", action="store_true", help="skip attention maps (e.g. when the data is elsewhere)")
     report.add_argument("--device", default="cpu", help="device for the maps (default: cpu)")
+    report.add_argument("--root", help="data directory for the maps (default: the runs' data.root): an image folder "
+                                       "moved since the runs were trained")
     report.set_defaults(func=_report)
     for sub in commands.choices.values():  # also after the command: `attnkit train ... --debug`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
@@ -329,6 +338,15 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(USER_ERROR_EXIT)
 
 
+def _resume_hint(run_dir: str | None) -> str:
+    """How to continue an interrupted run: once it has written its config.yaml, `attnkit resume DIR` does."""
+    from pathlib import Path
+
+    if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
+        return ""
+    return f"; continue it with `attnkit resume {run_dir}`"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``attnkit`` command; failures follow the one error policy of :mod:`attnkit.errors`."""
     parser = build_parser()
@@ -340,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         if args.debug or debug_enabled():
             raise
-        print(f"attnkit {args.command}: interrupted", file=sys.stderr)
+        print(f"attnkit {args.command}: interrupted{_resume_hint(getattr(args, 'run_dir', None))}", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
     except Exception as err:
         message = user_message(err)

@@ -3,6 +3,8 @@ decoding into memory (a folder of 32x32 PNGs trains exactly as the same images h
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -31,18 +33,26 @@ def test_one_tree_is_split_per_class_the_same_way_every_time(tmp_path):
     train, test = (load_dataset("folder", split, root=root) for split in ("train", "test"))
     assert train.root == test.root == root and train.details == {"layout": "one tree", "directory": str(root),
                                                                   "val_fraction": 0.1}
-    held = {name: [n for n in _names(test) if n.startswith(name)] for name in "abc"}
-    assert [len(v) for v in held.values()] == [2, 1, 0]  # round(0.1 n), at least 1 of 2+, none of a single image
+    # Each file by the SHA-256 of CLASS/NAME read as a fraction (a04 0.118, a19 0.118, a03 0.153, a14 0.158, a15
+    # 0.193 the lowest of a; b06 0.318 of b): none is below 0.1, so each class holds out its lowest-placed file.
+    position = {f"{c}{k:02d}.png": int(hashlib.sha256(f"{c}/{c}{k:02d}.png".encode()).hexdigest(), 16) / 2**256
+                for c, n in (("a", 20), ("b", 9)) for k in range(n)}
+    assert sorted(name for name, p in position.items() if p < 0.2) == ["a03.png", "a04.png", "a14.png", "a15.png",
+                                                                        "a19.png"]
+    assert sorted(_names(test)) == ["a04.png", "b06.png"]  # c, a single image: trained on, never tested
     assert sorted(_names(train) + _names(test)) == sorted(p.name for p in root.rglob("*.png"))
-    assert not set(_names(train)) & set(_names(test))
     assert _names(load_image_folder(root, "test")) == _names(test)  # fixed: no seed anywhere
-    quarter = load_image_folder(root, "test", val_fraction=0.25)
-    assert len(quarter) == 5 + 2 and set(_names(test)) <= set(_names(quarter))  # a larger fraction extends the split
-    _tree(root, {"a": 21})  # one more image of class a (a00..a20): at most it moves
-    assert len(set(_names(load_image_folder(root, "test"))) ^ set(_names(test))) <= 1
+    fifth = load_image_folder(root, "test", val_fraction=0.2)
+    assert sorted(_names(fifth)) == ["a03.png", "a04.png", "a14.png", "a15.png", "a19.png", "b06.png"]
+    _tree(root, {"a": 40, "b": 30}, seed=1)  # new pixels for the old names; adds a20..a39, b09..b29
+    grown = sorted(_names(load_image_folder(root, "test", val_fraction=0.2)))
+    old_files = {f"a{k:02d}.png" for k in range(20)} | {f"b{k:02d}.png" for k in range(9)}
+    # a's files stay where they were; b06 held out only for want of another goes back: b16, b17, b21, b22, b29 are
+    assert [n for n in grown if n in old_files] == ["a03.png", "a04.png", "a14.png", "a15.png", "a19.png"]
+    assert [n for n in grown if n.startswith("b")] == ["b16.png", "b17.png", "b21.png", "b22.png", "b29.png"]
     moved = tmp_path / "moved"
     root.rename(moved)
-    assert _names(load_image_folder(moved, "test")) == _names(load_image_folder(moved, "test"))
+    assert sorted(_names(load_image_folder(moved, "test", val_fraction=0.2))) == grown  # relative paths decide
 
 
 def test_split_folders_and_their_errors(tmp_path):

@@ -59,3 +59,11 @@ def test_safetensors_without_metadata_and_the_errors(tmp_path, monkeypatch):
     (tmp_path / "cut.pth").write_bytes((tmp_path / "evil.pth").read_bytes()[:100])
     with pytest.raises(ValueError, match="cut.pth is not a readable PyTorch weights file"):
         load_model(tmp_path / "cut.pth", model_name="wrn", num_classes=4)
+
+
+@pytest.mark.parametrize("name, legacy", [("teacher.pth.tar", False), ("teacher", False), ("model.weights", True)])
+def test_pytorch_files_are_recognised_by_content_whatever_their_name(tmp_path, name, legacy):
+    state = {"fc.weight": torch.arange(6.0).reshape(2, 3)}
+    torch.save({"epoch": 1, "state_dict": state}, tmp_path / name, _use_new_zipfile_serialization=not legacy)
+    loaded, info = read_weights_file(tmp_path / name)
+    assert info == {} and torch.equal(loaded["fc.weight"], state["fc.weight"])

@@ -149,7 +149,7 @@ def test_bad_layer_name_and_class_mismatch(tmp_path, teacher_dir):
         fit(config)
     three_classes = TensorBatches(TRAIN[0], TRAIN[1] % 3, 32, True), TensorBatches(TEST[0], TEST[1] % 3, 64, False)
     config = make_config(tmp_path / "s2", teacher=str(teacher_dir), kd_alpha=0.9)
-    with pytest.raises(ConfigError, match="teacher predicts 4 classes but the data has 3"):
+    with pytest.raises(ConfigError, match="predicts 4 classes but the data has 3"):
         build_run(config, train_loader=three_classes[0], test_loader=three_classes[1])
 
 

@@ -116,3 +116,33 @@ def test_real_torchvision_where_installed():
     assert isinstance(model, nn.Module) and model(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
     assert [g.path for g in resolution_groups(model, torch.zeros(1, 3, 64, 64))][-4:] == [
         "layer1", "layer2", "layer3", "layer4"]
+
+
+FAULTY = '''
+from torch import nn
+
+def raises(num_classes, in_chans=3):
+    raise RuntimeError("weights file missing")
+
+def fixed_size(num_classes, in_chans=3):  # a flatten sized for 8 x 8 images
+    return nn.Sequential(nn.Conv2d(in_chans, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, num_classes))
+'''
+
+
+def test_faults_of_a_users_model_are_one_line_naming_it(tmp_path):
+    """From the command line (fresh processes): an import error inside the user's module, a constructor that
+    raises, a forward that fails on the data's image size -- each one line naming the spec and the cause, exit 2."""
+    from helpers import run_cli
+
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    (tmp_path / "half.py").write_text("import torch\nVALUE = 1 / 0\n")
+    common = ["data.name=mnist5k", "data.train_limit=16", "data.test_limit=8", "optim.epochs=1", "progress=false",
+              "tensorboard=false"]
+    cases = [("half:net", ["cannot import module 'half'", "ZeroDivisionError: division by zero", "fix the module"]),
+             ("faulty:raises", ["faulty:raises(num_classes=10, in_chans=1)", "raised RuntimeError: weights file missing"]),
+             ("faulty:fixed_size", ["model.name", "faulty:fixed_size fails on one image of this data, shape (1, 1, 28",
+                                    "RuntimeError: mat1 and mat2", "data.image_size"])]
+    for spec, words in cases:
+        done = run_cli("train", *common, f"model.name={spec}", f"out={tmp_path / spec.replace(':', '_')}", cwd=tmp_path)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert all(word in done.stderr for word in words), done.stderr

@@ -29,15 +29,15 @@ from ._dataset import (DATA_ENV, DataSet, ImageTensors, data_root, fixed_subset,
                        register_dataset)
 from ._download import MIRROR_ENV, ChecksumError, DownloadError, UnsafeArchiveError
 from .cluttered import load_cluttered_mnist
-from .folder import ImageFolderData, load_image_folder
+from .folder import IMAGE_EXTENSIONS, ImageFolderData, folder_layout, load_image_folder
 from .folder_setup import decode_folder, measure_normalization, prepare_folder
-from .images import IMAGE_SUFFIXES, LoadedImages, Normalizer, dataset_images, evenly_spaced, image_files, read_images
+from .images import LoadedImages, Normalizer, dataset_images, evenly_spaced, image_files, read_images
 from .loader import DeviceLoader, FolderLoader, crop_flip, make_loader
 from .pixels import decode_image
 
 __all__ = [
     "DATA_ENV",
-    "IMAGE_SUFFIXES",
+    "IMAGE_EXTENSIONS",
     "MIRROR_ENV",
     "ChecksumError",
     "DataSet",
@@ -56,6 +56,7 @@ __all__ = [
     "decode_image",
     "evenly_spaced",
     "fixed_subset",
+    "folder_layout",
     "image_files",
     "list_datasets",
     "load_cluttered_mnist",

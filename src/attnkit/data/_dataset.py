@@ -135,10 +135,28 @@ def fixed_subset(data: DataSet, limit: int | None) -> DataSet:
     return data.subset(index)
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation on the 0..1 scale of (N, C, H, W) uint8 images."""
-    pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1).astype(np.float64) / 255.0  # (C, N*H*W)
-    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).tolist())
+def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation on the 0..1 scale of (N, C, H, W) uint8 images.
+
+    The sums of values and squares are exact integers (summed over chunks of images in int64), so the result does
+    not depend on the order or the chunking, and any number of images fits. A channel varying by less than one
+    grey level gets std 1/255 (never 0: normalising divides by it).
+    """
+    channels = images.shape[1]
+    total, squares = torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
+    for start in range(0, len(images), _STATS_CHUNK):
+        chunk = images[start:start + _STATS_CHUNK]  # NumPy (read-only, cached sets) or torch: int64 copies
+        chunk = torch.from_numpy(chunk.astype(np.int64)) if isinstance(chunk, np.ndarray) else chunk.to(torch.int64)
+        values = chunk.transpose(0, 1).reshape(channels, -1)  # (C, n*H*W)
+        total += values.sum(1)
+        squares += values.pow(2).sum(1)
+    count = int(np.prod(images.shape)) // channels
+    mean = [t / count / 255 for t in total.tolist()]
+    variance = [(count * q - t * t) / count**2 for t, q in zip(total.tolist(), squares.tolist())]  # exact in ints
+    return tuple(mean), tuple(max(v, 1.0) ** 0.5 / 255 for v in variance)
+
+
+_STATS_CHUNK = 64  # images summed at a time by channel_stats
 
 
 def register_dataset(name: str) -> Callable[[Callable], Callable]:

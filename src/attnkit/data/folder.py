@@ -1,16 +1,21 @@
 """Your own images in ImageFolder layout (``ROOT/CLASS/IMAGE``): listing, the held-out split, and the transforms.
 
 Class names are the sorted sub-folder names; images are the files under each (recursively, sorted) whose
-extension Pillow commonly reads. Links to directories are followed (a class folder may be, or hold, a link to
+extension Pillow commonly reads (:data:`IMAGE_EXTENSIONS`); hidden files and folders (``.name``, macOS's ``._name``)
+are skipped. Links to directories are followed (a class folder may be, or hold, a link to
 images elsewhere), but each real directory is listed once, under the first class (in sorted order) that
 reaches it, and never the root or what lies above it: a link loop ends, and no file is listed twice. Two layouts:
 
 * **split folders**: ``ROOT/train/CLASS/...`` and ``ROOT/val/CLASS/...`` (or ``ROOT/test``): ``train`` for
-  ``split="train"``, ``val`` (or ``test``) for ``"test"``;
-* **one tree**: ``ROOT/CLASS/...`` (or ``ROOT/train/CLASS/...`` without ``val/``): ``val_fraction`` of each
-  class (default 0.1, at least one image of a class with two or more) is held out as the test split. The split is
-  fixed: the images of a class are ordered by a hash of their path relative to ``ROOT``, and the first are held
-  out, so it is the same for every seed and every run, and adding an image moves at most that one.
+  ``split="train"``, ``val`` (or ``test``) for ``"test"``. The classes are ``train/``'s; ``val/``'s folders are
+  labelled by name (a class ``val/`` lacks has no test images; a class only ``val/`` has is an error naming it);
+* **one tree**: ``ROOT/CLASS/...`` (or ``ROOT/train/CLASS/...`` without ``val/``): about ``val_fraction`` of each
+  class (default 0.1) is held out as the test split. Each file's split is decided by a hash of its path relative
+  to the tree (:func:`split_position`): it is held out when that hash, as a fraction of [0, 1), is below
+  ``val_fraction``. So the split is fixed (the same for every seed, run and machine, wherever the folder is),
+  per class, and adding or removing images never moves another image; the share held out per class is
+  ``val_fraction`` on average, not exactly. A class of two or more images with none held out holds out its
+  lowest-hashed one (and one with all held out trains on its highest-hashed one), so every such class is tested.
 
 Every image is decoded to 8-bit grey or RGB by :func:`attnkit.data.pixels.decode_image` (16-bit scaled by its bit
 depth, alpha dropped); ``channels`` says which (``"auto"``: grey when every image is, see :func:`pixels.grey_folder`).
@@ -54,11 +59,15 @@ __all__ = [
     "Channels",
     "ImageFolderData",
     "center_crop_image",
+    "folder_layout",
     "imagenet_normalization",
+    "is_image_file",
+    "list_image_files",
     "load_image",
     "load_image_folder",
     "random_resized_crop_box",
     "random_resized_crop_image",
+    "split_position",
 ]
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -127,6 +136,7 @@ def load_image_folder(
     *,
     val_fraction: float | None = None,
     channels: Channels = "auto",
+    classes: list[str] | None = None,
 ) -> ImageFolderData:
     """List the images of one split of ``root`` (see the module docstring for the layouts accepted).
 
@@ -138,17 +148,33 @@ def load_image_folder(
             the folder has its own ``val/`` or ``test/``.
         channels: 1 (grey), 3 (RGB) or ``"auto"``: 1 when every image of the split is grey (judged on at most
             1,000 spread evenly), else 3. Give the training split's choice when listing the test split.
+        classes: the class names to label by (a trained model's), the folders matched to them by name; default
+            the split's own class folders (``val/``: ``train/``'s).
     """
     root = Path(root).expanduser()
     directory, held_out = _layout(root, split, val_fraction)
-    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
-    if not classes:
-        raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
+    present = _class_folders(directory)
+    if classes is not None:  # a trained model's classes: the folders are labelled by them, matched by name
+        classes = list(classes)
+        extra = sorted(set(present) - set(classes))
+        if extra:
+            raise ValueError(f"{directory} has class folder(s) {', '.join(extra)} not among the model's classes "
+                             f"({', '.join(classes)}); remove them, or evaluate a model trained on them")
+    elif held_out is None and split != "train":  # val/ is labelled by train/'s classes, matched by name
+        classes = _class_folders(_layout(root, "train", None)[0])
+        extra = sorted(set(present) - set(classes))
+        if extra:
+            raise ValueError(f"{directory} has class folder(s) {', '.join(extra)} that {root / 'train'} lacks; a "
+                             "model trained on train/ cannot predict them: add them to train/ or remove them")
+    else:
+        classes = present
     samples = []
     # Directories already listed: the root and every class folder, then whatever the walks reach.
-    visited = {(st.st_dev, st.st_ino) for st in (os.stat(directory / name) for name in ("", *classes))}
+    visited = {(st.st_dev, st.st_ino) for st in (os.stat(directory / name) for name in ("", *present))}
     real_root = os.path.realpath(directory)
     for label, name in enumerate(classes):
+        if name not in present:  # a class val/ has no folder for: no test images of it
+            continue
         files = _image_files(directory / name, visited, real_root)
         if not files:
             raise FileNotFoundError(
@@ -174,6 +200,27 @@ def load_image_folder(
     return ImageFolderData(directory, samples, classes, mean, std, channels=channels, details=layout)
 
 
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted), listed as a class folder is: hidden files and
+    folders skipped, links to directories followed once, never back into ``folder`` or above it."""
+    folder = Path(folder)
+    status = os.stat(folder)
+    return _image_files(folder, {(status.st_dev, status.st_ino)}, os.path.realpath(folder))
+
+
+def is_image_file(path: Path) -> bool:
+    """A file an image folder lists: an image extension (:data:`IMAGE_EXTENSIONS`), not hidden."""
+    return path.name.lower().endswith(IMAGE_EXTENSIONS) and not path.name.startswith(".")
+
+
+def _class_folders(directory: Path) -> list[str]:
+    """The sorted class sub-folder names of ``directory`` (hidden ones skipped); an error when there are none."""
+    classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"{directory} has no class sub-folders; expected {directory}/CLASS_NAME/IMAGE files")
+    return classes
+
+
 def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list[Path]:
     """The files under ``folder`` with an image extension, sorted.
 
@@ -188,6 +235,8 @@ def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list
         with os.scandir(directory) as listing:  # an unreadable folder is an error naming it
             entries = sorted(listing, key=lambda entry: entry.name)  # the first link (by name) to a directory wins
         for entry in entries:
+            if entry.name.startswith("."):  # hidden files and folders, macOS's ._NAME resource forks among them
+                continue
             if not entry.is_dir():  # files, and links to files (broken links included: decoding names them)
                 if entry.name.lower().endswith(IMAGE_EXTENSIONS):
                     files.append(Path(entry.path))
@@ -208,11 +257,11 @@ def _image_files(folder: Path, visited: set[tuple[int, int]], root: str) -> list
 def _layout(root: Path, split: str, val_fraction: float | None) -> tuple[Path, float | None]:
     """(the class directory of ``split``, the held-out fraction when one tree is split, else None)."""
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist; pass root= a directory of class sub-folders")
+        raise FileNotFoundError(f"image folder {root} does not exist; give a directory of class sub-folders of images")
     if val_fraction is not None and not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    evaluation = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
-    if (root / "train").is_dir() and evaluation is not None:
+    evaluation = _evaluation_folder(root)
+    if evaluation is not None:
         if val_fraction is not None:
             raise ValueError(f"{root} has its own {evaluation.name}/ split; val_fraction applies to one tree only, drop it")
         return (root / "train" if split == "train" else evaluation), None
@@ -220,16 +269,40 @@ def _layout(root: Path, split: str, val_fraction: float | None) -> tuple[Path, f
     return tree, DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
 
 
+def _evaluation_folder(root: Path) -> Path | None:
+    """``root/val`` (or ``root/test``) when ``root`` has split folders (``train/`` beside it), else None."""
+    evaluation = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    return evaluation if (root / "train").is_dir() else None
+
+
+def folder_layout(root: str | os.PathLike) -> str:
+    """``"split folders"`` (``train/`` and ``val/`` or ``test/``) or ``"one tree"`` (split by ``val_fraction``)."""
+    return "one tree" if _evaluation_folder(Path(root).expanduser()) is None else "split folders"
+
+
 def _held_out(files: list[Path], directory: Path, fraction: float, keep_test: bool) -> list[Path]:
     """One class's files of the test (``keep_test``) or training split of a tree split by ``fraction``.
 
-    The files are ordered by a hash of their path relative to the tree; the first ``round(n * fraction)`` (at
-    least 1 when n >= 2, at most n - 1) are held out. Seed-free, so every run splits the same way.
+    Each file decides alone: it is held out when :func:`split_position` of its path relative to the tree is below
+    ``fraction``, so adding or removing files never moves another one. A class of two or more files with none
+    below (or all below) holds out its lowest-placed file (keeps its highest-placed one), so that every such class
+    is both trained on and tested.
     """
-    count = min(max(round(len(files) * fraction), 1), len(files) - 1) if len(files) >= 2 else 0
-    ranked = sorted(files, key=lambda f: hashlib.sha256(f.relative_to(directory).as_posix().encode()).hexdigest())
-    chosen = set(ranked[:count])
+    if len(files) < 2:
+        return [] if keep_test else list(files)
+    position = {f: split_position(f.relative_to(directory).as_posix()) for f in files}
+    chosen = {f for f in files if position[f] < fraction}
+    if not chosen:
+        chosen = {min(files, key=position.__getitem__)}
+    elif len(chosen) == len(files):
+        chosen.discard(max(files, key=position.__getitem__))
     return [f for f in files if (f in chosen) == keep_test]
+
+
+def split_position(relative_path: str) -> float:
+    """Where a file falls in [0, 1) for the one-tree split: the SHA-256 of its path relative to the tree (e.g.
+    ``"cat/0001.png"``) read as a fraction. The same on every machine, for every seed, wherever the folder is."""
+    return int(hashlib.sha256(relative_path.encode()).hexdigest(), 16) / 2**256
 
 
 @register_dataset("folder")

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import torch
 
-from ._dataset import evenly_spaced, fixed_subset
-from .folder import Channels, ImageFolderData, imagenet_normalization, load_image_folder
+from ._dataset import channel_stats, evenly_spaced, fixed_subset
+from .folder import Channels, ImageFolderData, folder_layout, imagenet_normalization, load_image_folder
 from .loader import DecodedFolder
 
 __all__ = ["STATS_IMAGES", "Normalization", "decode_folder", "measure_normalization", "prepare_folder"]
@@ -54,7 +54,7 @@ def measure_normalization(data: ImageFolderData, size: int, workers: int = 0,
     ``data`` spread evenly through it, decoded as :func:`decode_folder` does. Sums are exact (int64)."""
     index = evenly_spaced(len(data), limit)
     pixels = data.pixels[index] if data.pixels is not None else _decode(data, index.tolist(), size, workers)
-    return (*_statistics(pixels), len(index))
+    return (*channel_stats(pixels), len(index))
 
 
 def prepare_folder(
@@ -76,14 +76,16 @@ def prepare_folder(
         recorded: decisions taken before, used as they are: the ``folder`` record of a run that read this folder
             (``channels``, ``val_fraction``, ``in_memory``, ``normalization``) with its ``mean``/``std``, so that an
             evaluation reads the images as training did; or only ``channels``, ``mean``, ``std`` of a model trained
-            on other images.
+            on other images; ``classes``: the model's, which the class folders are labelled by (matched by name).
     """
     limits, recorded = dict(limits or {}), dict(recorded or {})
     channels = recorded.get("channels", channels)
-    val_fraction = recorded.get("val_fraction", val_fraction)
+    if folder_layout(root) == "one tree":  # a one-tree run's split; a folder with its own val/ is split by it
+        val_fraction = recorded.get("val_fraction", val_fraction)
     listed: dict[str, ImageFolderData] = {}
     for split in splits:  # the first split listed decides "auto" channels (the training split, when listed)
-        listed[split] = load_image_folder(root, split, val_fraction=val_fraction, channels=channels)
+        listed[split] = load_image_folder(root, split, val_fraction=val_fraction, channels=channels,
+                                          classes=recorded.get("classes") or None)
         channels = listed[split].channels
     if "mean" in recorded:
         mean, std, how = tuple(recorded["mean"]), tuple(recorded["std"]), recorded.get("normalization", "recorded")
@@ -120,22 +122,3 @@ def _decode(data: ImageFolderData, index: Sequence[int], size: int, workers: int
         pixels[done:done + len(images)] = images
         done += len(images)
     return pixels.permute(0, 3, 1, 2).contiguous()  # (N, C, S, S)
-
-
-def _statistics(pixels: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std on the 0..1 scale of (N, C, H, W) uint8 pixels.
-
-    The sums of values and squares are exact integers (summed over chunks of images in int64), so the result does
-    not depend on the order or the chunking. A channel varying by less than one grey level gets std 1/255.
-    """
-    channels = pixels.shape[1]
-    total, squares = torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
-    for chunk in pixels.split(_DECODE_BATCH):
-        values = chunk.transpose(0, 1).reshape(channels, -1).to(torch.int64)  # (C, n*H*W)
-        total += values.sum(1)
-        squares += values.pow(2).sum(1)
-    count = pixels.numel() // channels
-    mean = [t / count / 255 for t in total.tolist()]
-    variance = [(count * q - t * t) / count**2 for t, q in zip(total.tolist(), squares.tolist())]  # exact in ints
-    std = [max(v, 1.0) ** 0.5 / 255 for v in variance]
-    return tuple(mean), tuple(std)

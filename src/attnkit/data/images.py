@@ -20,11 +20,10 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from ._dataset import evenly_spaced
-from .folder import IMAGE_EXTENSIONS
+from .folder import IMAGE_EXTENSIONS, center_crop_image, is_image_file, list_image_files
 from .pixels import decode_image
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "LoadedImages",
     "Normalizer",
     "dataset_images",
@@ -33,9 +32,6 @@ __all__ = [
     "labelled_image_files",
     "read_images",
 ]
-
-IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the extensions image folders list
-
 
 class Normalizer:
     """uint8 pixels -> float32 ``(x / 255 - mean) / std``, per channel (mean and std on the 0..1 scale).
@@ -78,17 +74,18 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 def labelled_image_files(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
     """(file, the name of its class sub-folder or None) for files and directories.
 
-    A directory gives its image files (sorted by name) and the images under each of its sub-folders (sorted,
-    recursively), as an ImageFolder split lists them (``val/`` of ``val/cat/1.png``, ``val/dog/...``).
+    A directory gives its image files (sorted by name) and the images under each of its sub-folders, listed as an
+    image folder's class folders are (:func:`attnkit.data.folder.list_image_files`: ``val/`` of ``val/cat/1.png``,
+    ``val/dog/...``; hidden files skipped).
     """
     files: list[tuple[Path, str | None]] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = [(p, None) for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [(p, None) for p in sorted(path.iterdir()) if p.is_file() and is_image_file(p)]
             for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                found += [(p, folder.name) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+                found += [(p, folder.name) for p in list_image_files(folder)]
             if not found:
-                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in directory {path} "
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in directory {path} "
                                         "or in its sub-folders")
             files += found
         elif path.is_file():
@@ -100,15 +97,18 @@ def labelled_image_files(paths: Sequence[str | Path]) -> list[tuple[Path, str | 
 
 def read_images(
     paths: Sequence[str | Path], size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float],
-    classes: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None, crop_fraction: float = 1.0,
 ) -> LoadedImages:
     """Read image files with Pillow as the model expects them: (N, C, H, W) float32, normalised.
 
-    ``size`` is (C, H, W), normally the model's ``default_input_size``: images are decoded to grey (C = 1) or RGB
-    (C = 3) by :func:`attnkit.data.decode_image` (16-bit scaled by its depth, alpha dropped), cropped about their
-    centre to the aspect ratio H:W (never stretched) and resized to H x W (bicubic), scaled to [0, 1] and
-    normalised with the training data's ``mean`` / ``std`` (:class:`Normalizer`). Images in class sub-folders
-    (:func:`labelled_image_files`) get ``labels`` when every sub-folder is named after one of ``classes``.
+    ``size`` is (C, H, W), the run's input size: images are decoded to grey (C = 1) or RGB (C = 3) by
+    :func:`attnkit.data.decode_image` (16-bit scaled by its depth, alpha dropped) and transformed as a run's
+    evaluation reads image folders (:func:`attnkit.data.folder.center_crop_image`: the shorter side to
+    ``H / crop_fraction``, then the centre H x H; ``crop_fraction`` 1 for folders decoded into memory -- an image
+    already H x H is kept as it is --, 0.875 for streamed ones); for H != W, cropped about the centre to the aspect
+    ratio and resized (bicubic). Then scaled to [0, 1] and normalised with the training data's ``mean`` / ``std``
+    (:class:`Normalizer`). Images in class sub-folders (:func:`labelled_image_files`) get ``labels`` when every
+    sub-folder is named after one of ``classes``.
     """
     channels, height, width = size
     if channels not in (1, 3):
@@ -116,7 +116,11 @@ def read_images(
     listed = labelled_image_files(paths)
     arrays = []
     for file, _ in listed:
-        image = ImageOps.fit(decode_image(file, channels), (width, height), method=Image.Resampling.BICUBIC)
+        image = decode_image(file, channels)
+        if height == width:  # the evaluation transform of the run's images
+            image = center_crop_image(image, height, crop_fraction)
+        else:
+            image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
         arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
     folders = [folder for _, folder in listed]

@@ -8,8 +8,9 @@
 
 Modules: ``config`` (RunConfig), ``terms`` (the loss-term table), ``objective`` (the loss as an nn.Module),
 ``setup`` (build_run -> Run: data, models, decisions, loaders, optimiser), ``memory_format`` (the cached
-channels_last choice), ``trainer`` (Trainer, train), ``rundir`` (RunDir, RunInfo, load_model), ``resume``,
-``evaluation`` (evaluate_run), ``checkpoint`` (atomic files, weights), ``run_log``, ``optim``, ``runtime``.
+channels_last choice), ``trainer`` (Trainer, train), ``rundir`` (RunDir, load_model), ``run_info`` (RunInfo,
+checked when read), ``state_files`` (other tools' weights files), ``model_checks`` (a user's model tried once),
+``resume``, ``evaluation`` (evaluate_run), ``checkpoint`` (atomic files, weights), ``run_log``, ``optim``, ``runtime``.
 """
 
 from .checkpoint import save_weights

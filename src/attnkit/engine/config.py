@@ -297,6 +297,8 @@ def validate(config: RunConfig) -> None:
     _require(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
     _require(d.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {d.eval_batch_size}")
     _require(d.pad >= 0, "data.pad", f"must be >= 0, got {d.pad}")
+    _require(d.workers >= 0, "data.workers", f"must be >= 0 (0: decode in the training process), got {d.workers}")
+    _require(0 <= config.seed < 2**32, "seed", f"must be in [0, 2**32) (NumPy's seeds), got {config.seed}")
     for key in ("train_limit", "test_limit"):
         limit = getattr(d, key)
         _require(limit is None or limit >= 1, f"data.{key}", f"must be >= 1 or null, got {limit}")

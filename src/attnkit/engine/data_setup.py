@@ -7,6 +7,7 @@ them and the model, and only then builds the loaders in that format (:func:`buil
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,8 +57,12 @@ def data_info(data: Any, name: str, image_size: int | None = None) -> dict[str, 
     return {**info, "folder": dict(details)} if details else info
 
 
-def load_data(config: RunConfig, dist: Distributed, train_loader: Any = None, test_loader: Any = None) -> DataSource:
-    """The run's splits and their information, or the caller's loaders and theirs; no loader is built here."""
+def load_data(config: RunConfig, dist: Distributed, train_loader: Any = None, test_loader: Any = None,
+              recorded: dict[str, Any] | None = None) -> DataSource:
+    """The run's splits and their information, or the caller's loaders and theirs; no loader is built here.
+
+    ``recorded``: a resumed run's information (run.json): its folder is read with the decisions recorded there.
+    """
     d = config.data
     if (train_loader is None) != (test_loader is None):
         raise ValueError("give both train_loader and test_loader, or neither")
@@ -69,7 +74,7 @@ def load_data(config: RunConfig, dist: Distributed, train_loader: Any = None, te
         return DataSource(dict(info), train_loader=train_loader, test_loader=test_loader)
     if d.batch_size % dist.world_size:
         raise ConfigError("data.batch_size", f"{d.batch_size} is not divisible by the {dist.world_size} processes")
-    train, test = load_splits(config, dist, ("train", "test"))
+    train, test = load_splits(config, dist, ("train", "test"), recorded, resumed=recorded is not None)
     return DataSource(data_info(train, d.name, d.image_size), train, test)
 
 
@@ -104,49 +109,80 @@ class ChannelsLastBatches:
 
 
 def load_splits(config: RunConfig, dist: Distributed, splits: tuple[str, ...],
-                recorded: dict[str, Any] | None = None) -> list[Any]:
+                recorded: dict[str, Any] | None = None, resumed: bool = False) -> list[Any]:
     """The run's data set splits (downloaded once per file system if asked), limited as configured.
 
     Image folders go through :func:`attnkit.data.prepare_folder`; ``recorded`` (a run's information: its
-    ``folder`` record, mean and std) makes it read the images as that run did.
+    ``folder`` record, classes, mean and std) makes it read the images as that run did, and refuses a folder whose
+    classes are no longer the recorded ones; ``resumed``: also one whose layout (split folders or one tree) changed.
     """
     from .. import data as datasets  # imported here: the engine also runs on caller-made loaders
 
     d = config.data
     limits = {"train": d.train_limit, "test": d.test_limit}
+    if d.root is not None and Path(d.root).expanduser().is_file():
+        raise ConfigError("data.root", f"{d.root} is a file; give data.root=DIR, a directory")
     try:
         if d.name == "folder":
-            return _folder_splits(config, splits, limits, recorded)
+            return _folder_splits(config, splits, limits, recorded, resumed)
         download = d.download
         if download and dist.enabled:
             _download_once(lambda: [datasets.load_dataset(d.name, s, root=d.root, download=True) for s in splits], dist)
             download = False
         return [take(datasets.load_dataset(d.name, s, root=d.root, download=download), limits[s]) for s in splits]
+    except ConfigError:
+        raise
     except KeyError as err:
         raise ConfigError("data.name", err.args[0]) from None
     except FileNotFoundError as err:
-        message = str(err.args[0] if err.args else err)
-        hint = "; pass data.download=true to fetch it" if "download=True" in message else ""  # not for folders
-        raise ConfigError("data.root", message + hint) from None
+        raise ConfigError("data.root", as_config_hint(str(err.args[0] if err.args else err))) from None
+    except ValueError as err:  # a file that fails its checksum (ChecksumError), ...
+        raise ConfigError("data", as_config_hint(str(err.args[0] if err.args else err))) from None
+
+
+# The data layer's hints name its Python arguments; a run's user sets config keys instead.
+_CONFIG_HINTS = (("load again with download=True", "run again with data.download=true"),
+                 ("load with download=True", "pass data.download=true"), (" or pass mirror=", ""))
+
+
+def as_config_hint(message: str) -> str:
+    """``message`` of the data layer with its hints in config keys (``download=True`` -> ``data.download=true``)."""
+    for python, config in _CONFIG_HINTS:
+        message = message.replace(python, config)
+    return message
 
 
 def _folder_splits(config: RunConfig, splits: tuple[str, ...], limits: dict[str, int | None],
-                   recorded: dict[str, Any] | None) -> list[Any]:
-    from ..data import prepare_folder
+                   recorded: dict[str, Any] | None, resumed: bool) -> list[Any]:
+    from ..data import folder_layout, prepare_folder
 
     d = config.data
     if d.root is None:
         raise ConfigError("data.root", "data.name=folder needs data.root=DIR, a folder of class sub-folders of images")
+    if not Path(d.root).expanduser().is_dir():
+        raise ConfigError("data.root", f"{d.root} is not a directory; give data.root=DIR, a folder of class "
+                                       "sub-folders of images")
+    own = recorded is not None and recorded.get("dataset") == "folder"  # the run's own folder, not another data set
+    recorded_classes = recorded.get("classes") if own else None
+    decisions = dict(recorded.get("folder") or {}) if own else {}
+    if resumed and decisions.get("layout") and decisions["layout"] != folder_layout(d.root):
+        raise ConfigError("data.root", f"the run read {d.root} as {decisions['layout']} (run.json, key folder.layout), "
+                                       f"it is now {folder_layout(d.root)}; restore the folder to resume the run")
     if recorded is not None:  # a trained model's images: its folder's decisions, or at least its channels and normalisation
-        decisions = recorded.get("folder") if recorded.get("dataset") == "folder" else None
-        recorded = {**(decisions or {}), "channels": recorded["in_chans"], "mean": recorded["mean"], "std": recorded["std"]}
+        recorded = {**decisions, "channels": recorded["in_chans"], "mean": recorded["mean"], "std": recorded["std"],
+                    **({} if resumed else {"classes": recorded.get("classes")})}  # resumed: train/'s, checked below
     try:
-        return prepare_folder(d.root, splits, d.image_size, val_fraction=d.val_fraction, channels=d.channels,
-                              normalization=d.normalization, memory_budget_mb=d.memory_budget_mb, workers=d.workers,
-                              limits=limits, recorded=recorded)
+        ready = prepare_folder(d.root, splits, d.image_size, val_fraction=d.val_fraction, channels=d.channels,
+                               normalization=d.normalization, memory_budget_mb=d.memory_budget_mb, workers=d.workers,
+                               limits=limits, recorded=recorded)
     except ValueError as err:
         message = err.args[0] if err.args else str(err)
         raise ConfigError("data.val_fraction" if "val_fraction" in message else "data.root", message) from None
+    if own and ready and recorded_classes is not None and list(ready[0].classes) != list(recorded_classes):
+        raise ConfigError("data.root", f"the classes of {d.root} are now {', '.join(ready[0].classes)}, but the run "
+                                       f"recorded {', '.join(recorded_classes)} (run.json, key classes); give the "
+                                       "folder the run was trained on")
+    return ready
 
 
 def make_split_loader(

@@ -4,6 +4,10 @@ A run resumes from its own ``config.yaml`` where its directory is *now* (``out``
 so a copied or moved run continues in place), from its newest checkpoint -- or from the beginning when it was
 stopped before writing its first one. A recipe or overrides given with the resume may change only the
 settings in :data:`RESUME_NEUTRAL`, which do not change the numbers; anything else is refused, naming the keys.
+
+A config.yaml naming a model by spec (``package.module:callable``: code to import and call) is resumed only when
+the user names that spec again (``model.name=SPEC`` / ``distill.teacher_model=SPEC`` with the resume, or
+``$ATTNKIT_MODELS``): a run directory received from someone else cannot make attnkit run code of its choosing.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..models._external import check_named_spec
 from .config import ConfigError, RunConfig, config_from_dict, config_to_dict
 from .rundir import RunDir
 
-__all__ = ["RESUME_NEUTRAL", "check_resumable", "config_differences", "resume_config"]
+__all__ = ["RESUME_NEUTRAL", "check_named_models", "check_resumable", "config_differences", "resume_config"]
 
 # Settings that may change between a run and its resumption without changing the result.
+# data.root and distill.teacher may point at the moved folder or file: the folder is checked against the run's
+# recorded classes and layout, the teacher by its content hash (engine.setup).
 RESUME_NEUTRAL = frozenset({"out", "progress", "tensorboard", "data.root", "data.download", "data.workers",
-                            "data.eval_batch_size", "eval_every", "ddp_timeout"})
+                            "data.eval_batch_size", "eval_every", "ddp_timeout", "distill.teacher"})
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
@@ -36,7 +43,21 @@ def check_resumable(run_dir: RunDir, config: RunConfig) -> None:
                                     f"continue the run as it was with: attnkit resume {run_dir.path}")
 
 
-def resume_config(path: str | Path, values: Mapping[str, Any] | None = None) -> RunConfig:
+def check_named_models(run_dir: RunDir, config: RunConfig, named: Mapping[str, Any]) -> None:
+    """Refuse the specs of ``config`` (read from ``run_dir``'s config.yaml) that ``named`` (the values the user
+    gave: a recipe and/or overrides, nested) does not name too; registry names pass."""
+    for key, recorded in (("model.name", config.model.name), ("distill.teacher_model", config.distill.teacher_model)):
+        section, _, name = key.partition(".")
+        given = named.get(section) if isinstance(named.get(section), Mapping) else {}
+        try:
+            check_named_spec(recorded, [given.get(name)], str(run_dir.file(run_dir.CONFIG)),
+                             f"add {key}=SPEC to the resume command")
+        except ValueError as err:
+            raise ConfigError(key, err.args[0]) from None
+
+
+def resume_config(path: str | Path, values: Mapping[str, Any] | None = None,
+                  named: Mapping[str, Any] | None = None) -> RunConfig:
     """The config to continue the run in ``path`` with.
 
     Args:
@@ -44,6 +65,8 @@ def resume_config(path: str | Path, values: Mapping[str, Any] | None = None) -> 
         values: optional nested settings (a recipe and/or overrides, e.g. ``{"data": {"root": "/data"}}``
             merged onto :meth:`RunDir.config_values`); they must agree with the run's config.yaml except for the
             :data:`RESUME_NEUTRAL` settings, which they may change.
+        named: the settings the user gave (not read from the run), nested; default ``values``. A model spec in
+            the run's config.yaml must be named here (:func:`check_named_models`).
 
     Returns:
         The run's config with ``out`` = ``path`` and the neutral settings of ``values``.
@@ -52,6 +75,7 @@ def resume_config(path: str | Path, values: Mapping[str, Any] | None = None) -> 
     _check_holds_run(run_dir)
     config = run_dir.config() if values is None else config_from_dict({**values, "out": str(run_dir.path)})
     check_resumable(run_dir, config)
+    check_named_models(run_dir, config, (values or {}) if named is None else named)
     return config
 
 

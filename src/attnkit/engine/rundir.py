@@ -20,11 +20,9 @@ it, so a crash between the two writes leaves the previous checkpoint in force. C
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,50 +30,23 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from ..models._external import is_spec
+from ..models._external import NAMED_MODELS_ENV, check_named_spec, is_spec
 from ..recipes import load_recipe
 from .checkpoint import check_state_dict, load_weights, save_state, save_weights, write_json, write_yaml
 from .config import RunConfig, config_from_dict, config_to_dict
+from .run_info import RunInfo, is_passed_in, passed_in_name, qualified_name
 from .run_lock import LOCK_FILE, RunLock
 from .run_log import read_metrics
-from .state_files import TORCH_SUFFIXES, clean_state_dict, load_torch_state_dict
+from .state_files import clean_state_dict, is_torch_file, load_torch_state_dict
 
 __all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
-           "read_weights_file", "save_checkpoint"]
+           "is_passed_in", "passed_in_name", "qualified_name", "read_weights_file", "save_checkpoint", "weights_file"]
+
+# How a user names a recorded spec to allow it (models._external.check_named_spec); SPEC is filled in.
+NAME_A_RECORDED_SPEC = (f"pass model_name='SPEC' to load_model in Python, or run attnkit eval, maps or report with "
+                        f"{NAMED_MODELS_ENV}=SPEC in the environment")
 
 Weights = Literal["final", "best", "last"]  # model.safetensors, best.safetensors, the newest training checkpoint
-
-
-@dataclass
-class RunInfo:
-    """What a run's weights need to be used; written to run.json and into every weights file's metadata."""
-
-    dataset: str | None = None  # data set the model was trained on
-    num_classes: int | None = None  # outputs of the model
-    classes: list[str] = field(default_factory=list)  # class names, indexed by label
-    in_chans: int | None = None  # image channels
-    input_size: list[int] | None = None  # (C, H, W) of the training images
-    mean: list[float] | None = None  # per-channel normalisation, 0..1 scale
-    std: list[float] | None = None
-    folder: dict[str, Any] | None = None  # image folders: how they were read (layout, channels, normalisation, memory)
-    model: str | None = None  # registry name or spec to rebuild the model by (None: a model passed in by the caller)
-    model_class: str | None = None  # the model's class name
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments besides num_classes, in_chans
-    versions: dict[str, str] = field(default_factory=dict)  # attnkit, torch, numpy, python
-    precision: str | None = None  # float32 | bfloat16 | float16: the autocast dtype trained with
-    channels_last: bool | None = None  # memory format trained in
-    channels_last_source: str | None = None  # where that came from: set | cuda | cached | measured
-    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RunInfo:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in values.items() if k in names},
-                   extra={k: v for k, v in values.items() if k not in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        return {**values, **self.extra}
 
 
 class RunDir:
@@ -122,11 +93,11 @@ class RunDir:
     def info(self, which: Weights = "final") -> RunInfo:
         """run.json, else the metadata of the ``which`` weights."""
         if self.file(self.INFO).is_file():
-            return RunInfo.from_dict(_read_json(self.file(self.INFO)))
+            return RunInfo.from_dict(_read_json(self.file(self.INFO)), str(self.file(self.INFO)))
         _, info = load_weights(self.weights(which))
         if not info:
             raise ValueError(f"{self.path} has no run.json and its weights carry no attnkit metadata")
-        return RunInfo.from_dict(info)
+        return RunInfo.from_dict(info, f"the metadata of {self.weights(which)}")
 
     def metrics(self) -> list[dict[str, Any]]:
         """The per-epoch records, oldest first ([] before the first epoch ends)."""
@@ -157,7 +128,8 @@ class RunDir:
         if not candidate.is_file():
             if not self.path.is_dir():
                 raise FileNotFoundError(f"no run directory or weights file at {self.path}")
-            hint = " (the run has not finished; use weights='last')" if self.file(self.POINTER).is_file() else ""
+            hint = (" (the run has not finished: take its newest checkpoint with --weights last, weights='last' in "
+                    "Python)") if self.file(self.POINTER).is_file() else ""
             raise FileNotFoundError(f"no {candidate.name} in run directory {self.path}{hint}")
         return candidate
 
@@ -214,10 +186,13 @@ def read_weights_file(file: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     keys unwrapped, ``module.`` / ``_orig_mod.`` prefixes stripped.
     """
     file = Path(file)
-    if file.suffix.lower() in TORCH_SUFFIXES:
+    if file.is_file() and is_torch_file(file):  # by content: .pt, .pth, .pth.tar, .bin, ... alike
         return load_torch_state_dict(file), {}
     state, info = load_weights(file)
-    return (state, info) if info else (clean_state_dict(state, str(file)), {})
+    if not info:
+        return clean_state_dict(state, str(file)), {}
+    RunInfo.from_dict(info, f"the metadata of {file}")  # checked: a damaged record is one line naming the key
+    return state, info
 
 
 def _model_from_file(file: Path, device: str | torch.device, model_name: str | None, num_classes: int | None = None,
@@ -228,12 +203,16 @@ def _model_from_file(file: Path, device: str | torch.device, model_name: str | N
                          "a teacher, model_name=NAME in Python)")
     name = info.get("model") or model_name
     if name is None:
-        raise ValueError(f"{file} holds weights of a custom {info.get('model_class', 'model')} that attnkit cannot rebuild; "
-                         "name its builder as package.module:callable (model_name=...), or build it yourself and call "
-                         "load_state_dict(attnkit.engine.rundir.read_weights_file(path)[0])")
+        raise ValueError(f"{file} holds the weights of a {info.get('model_class') or 'model'} passed in from Python, "
+                         "which attnkit cannot rebuild (so attnkit eval, maps and report cannot load it); in Python, "
+                         "load_model(path, model_name='package.module:callable') with a callable building that class, "
+                         "or build it yourself and call model.load_state_dict(attnkit.engine.rundir."
+                         "read_weights_file(path)[0])")
     if model_name is not None and name != model_name:
         raise ValueError(f"{file} holds a {name!r} but {model_name!r} was asked for")
     recorded = info.get("model") is not None  # the file says how to build it; else the caller does
+    if recorded:  # a spec runs code: built from a record only when the caller names it (models._external)
+        check_named_spec(name, [model_name], str(file), NAME_A_RECORDED_SPEC)
     kwargs = dict(info.get("model_kwargs") or {}) if recorded else dict(model_kwargs or {})
     num_classes = info.get("num_classes") or num_classes
     if num_classes is None:
@@ -285,7 +264,8 @@ def _load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def _weights_file(path: str | Path, weights: Weights) -> Path:
+def weights_file(path: str | Path, weights: Weights = "final") -> Path:
+    """The weights file ``path`` is, or the ``weights`` file of the run directory ``path``."""
     path = Path(path)
     if path.is_file():
         return path
@@ -313,7 +293,7 @@ def load_model(
 
     >>> # teacher = load_model("teacher.pth", model_name="torchvision:resnet18", num_classes=10)
     """
-    return _model_from_file(_weights_file(path, weights), device, model_name, num_classes, in_chans, model_kwargs)
+    return _model_from_file(weights_file(path, weights), device, model_name, num_classes, in_chans, model_kwargs)
 
 
 def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any]:
@@ -324,9 +304,12 @@ def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any
     path = Path(path)
     if path.is_dir():
         return RunDir(path).info(weights).to_dict()
-    if path.suffix.lower() in TORCH_SUFFIXES:
+    if path.is_file() and is_torch_file(path):
         return {}
-    _, info = load_weights(_weights_file(path, weights))
+    file = weights_file(path, weights)
+    _, info = load_weights(file)
+    if info:
+        RunInfo.from_dict(info, f"the metadata of {file}")  # checked: a damaged record is one line naming the key
     return info
 
 

@@ -51,8 +51,14 @@ def resolve_device(spec: str) -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     device = parse_device(spec)
+    if device.type == "meta":
+        raise ValueError(f"device {spec!r} holds no data (shapes only), so nothing can be trained or evaluated on it; "
+                         "use device=cpu or device=cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} was asked for but CUDA is not available; use device=cpu")
+    backend = getattr(torch, device.type, None) if device.type not in ("cpu", "cuda") else None
+    if backend is not None and callable(getattr(backend, "is_available", None)) and not backend.is_available():
+        raise ValueError(f"device {spec!r} was asked for but {device.type} is not available here; use device=cpu")
     return device
 
 

@@ -12,6 +12,7 @@ Each decision is made once, here, before any loader exists, and recorded in run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +25,20 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import functional as AF
 from ..features import LayerPair, default_pairs, pair_layers
 from ..models import check_model_name, create_model
+from ..models._external import check_named_spec, is_spec
 from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
 from .data_setup import DataSource, build_loaders, load_data
 from .memory_format import Source, choose_channels_last
+from .model_checks import check_forward
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
 from .resume import check_resumable
 from .run_lock import RunDirLocked, RunLock
-from .rundir import RunDir, RunInfo, load_model, load_run_info
+from .rundir import (RunDir, RunInfo, is_passed_in, load_model, load_run_info, passed_in_name, qualified_name,
+                     weights_file)
+from .state_files import file_sha256
 from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
 from .terms import TermPlan, plan_terms
 
@@ -124,6 +129,7 @@ def build_run(
         train_loader, test_loader: loaders instead of ``config.data`` (both or neither): ``len(loader)`` and
             ``loader.epoch_batches(epoch, start)``, with an ``info`` dict or the ``data`` set they read.
     """
+    config = _as_recorded(config, model)  # absolute paths; a model passed in named as what it is
     device = resolve_device(config.device)
     dist = Distributed.from_environment(device, config.ddp_timeout)
     run_dir = RunDir(config.out)
@@ -144,9 +150,13 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     """The rest of :func:`build_run`, once the run directory is this process's."""
     saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
     seed_everything(config.seed)
-    data = load_data(config, dist, train_loader, test_loader)
+    recorded = run_dir.info().to_dict() if resume and run_dir.file(run_dir.INFO).is_file() else None
+    data = load_data(config, dist, train_loader, test_loader, recorded)  # resumed: the folder read as recorded
     student = (model if model is not None else _create_model(config, data.info)).to(device)
-    teacher = _teacher(config, plan, teacher, data.info, device)
+    if model is not None or is_spec(config.model.name):  # the user's code: its faults are theirs, named
+        name = config.model.name if model is None else f"the model passed in ({type(model).__qualname__})"
+        check_forward(student, "model.name" if model is None else "model", name, data.info, device)
+    teacher, teacher_sha256 = _teacher(config, plan, teacher, data.info, device, recorded)
     decisions = _decide(config, plan, device, dist, student, model is not None, data.info, saved, run_dir)
     fmt = torch.channels_last if decisions.channels_last else torch.contiguous_format
     student = student.to(memory_format=fmt)
@@ -158,15 +168,32 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     optimizer = build_optimizer(config.optim, [*student.parameters(), *objective.parameters()])
     scheduler = build_scheduler(optimizer, config.optim, len(train_batches))
     train_model, train_teacher = _wrap(config, device, dist, student, teacher)
-    info = _run_info(config, data, student, model is not None, decisions)
+    info = _run_info(config, data, student, model is not None, decisions, teacher_sha256)
     start = _restore(saved, run_dir, student, optimizer, scheduler, objective, dist) if saved else StartState()
     return Run(config, resume, device, dist, run_dir, decisions, info, student, teacher, objective,
                train_batches, test_batches, optimizer, scheduler, train_model, train_teacher, start, lock)
 
 
+def _as_recorded(config: RunConfig, model: nn.Module | None) -> RunConfig:
+    """A copy of ``config`` as config.yaml records it: ``data.root`` and ``distill.teacher`` absolute (the run
+    finds them wherever it is run from), and for a model passed in, ``model.name`` saying so (the config's own name
+    is not the model trained) with no ``model.kwargs``."""
+    config = copy.deepcopy(config)
+    if model is not None:
+        config.model.name, config.model.kwargs = passed_in_name(model), {}
+    if config.data.root is not None:
+        config.data.root = str(Path(config.data.root).expanduser().absolute())
+    if config.distill.teacher is not None:
+        config.distill.teacher = str(Path(config.distill.teacher).expanduser().absolute())
+    return config
+
+
 def _check_names(config: RunConfig, plan: TermPlan, model: nn.Module | None, teacher: nn.Module | None) -> None:
     """Fail fast, before any data is read, on names that cannot work."""
     d = config.distill
+    if model is None and is_passed_in(config.model.name):
+        raise ConfigError("model.name", f"the run's model was {config.model.name} from Python, which attnkit cannot "
+                                        "rebuild; continue it in Python: train(config, resume=True, model=...)")
     if model is None:
         _check_model_name("model.name", config.model.name)
     if teacher is None and plan.needs_teacher:
@@ -230,35 +257,42 @@ def _create_model(config: RunConfig, data_info: dict[str, Any]) -> nn.Module:
 
 
 def _teacher(config: RunConfig, plan: TermPlan, given: nn.Module | None, data_info: dict[str, Any],
-             device: torch.device) -> nn.Module | None:
-    """The frozen teacher (given, or loaded and checked against this run's images), if a term needs one."""
+             device: torch.device, recorded: dict[str, Any] | None) -> tuple[nn.Module | None, str | None]:
+    """(the frozen teacher, the SHA-256 of its weights file), if a term needs one: given (no file), or loaded and
+    checked against this run's images -- and, resumed, against the file the run was trained with."""
     if not plan.needs_teacher:
-        return None
-    teacher = given.to(device) if given is not None else _load_teacher(config, data_info, device)
-    return teacher.eval().requires_grad_(False)
+        return None, None
+    if given is not None:
+        return given.to(device).eval().requires_grad_(False), None
+    try:
+        sha256 = file_sha256(weights_file(config.distill.teacher))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
+    expected = (recorded or {}).get("teacher_sha256")
+    if expected is not None and sha256 != expected:
+        raise ConfigError("distill.teacher", f"{config.distill.teacher} is not the teacher this run was trained with "
+                                             f"(its SHA-256 differs from run.json's teacher_sha256 {expected[:12]}...); "
+                                             "point distill.teacher at that file")
+    return _load_teacher(config, data_info, device).eval().requires_grad_(False), sha256
 
 
 def _load_teacher(config: RunConfig, data_info: dict[str, Any], device: torch.device) -> nn.Module:
     d = config.distill
     try:
+        teacher_info = load_run_info(d.teacher)
+        if teacher_info.get("model") is not None:  # a recorded spec is built only when named (models._external)
+            check_named_spec(teacher_info["model"], [d.teacher_model], d.teacher, "add distill.teacher_model=SPEC")
         teacher = load_model(d.teacher, device, model_name=d.teacher_model, num_classes=data_info["num_classes"],
                              in_chans=data_info["in_chans"], model_kwargs=d.teacher_kwargs)
-        teacher_info = load_run_info(d.teacher)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise ConfigError("distill.teacher", err.args[0] if err.args else str(err)) from None
-    with torch.no_grad():
-        logits = teacher(torch.zeros(1, *data_info["input_size"], device=device))
-    if logits.dim() != 2:
-        raise ConfigError("distill.teacher", f"the teacher gives outputs of shape {tuple(logits.shape)} for one image, "
-                                             "not (1, classes) logits")
-    if logits.shape[1] != data_info["num_classes"]:
-        raise ConfigError("distill.teacher", f"teacher predicts {logits.shape[1]} classes but the data has "
-                                             f"{data_info['num_classes']}")
     for key in ("in_chans", "input_size", "mean", "std"):
         if teacher_info.get(key) is not None and teacher_info[key] != data_info[key]:
             raise ConfigError("distill.teacher", f"the teacher was trained on images with {key} {teacher_info[key]} "
                                                  f"({teacher_info.get('dataset')}), this run's have {data_info[key]} "
                                                  f"({data_info['dataset']}); a teacher must see the student's images")
+    check_forward(teacher, "distill.teacher", f"the teacher {d.teacher_model or teacher_info.get('model') or ''}".rstrip(),
+                  data_info, device)
     return teacher
 
 
@@ -330,12 +364,14 @@ def _wrap(config: RunConfig, device: torch.device, dist: Distributed, model: nn.
     return model, teacher
 
 
-def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: bool, decisions: Decisions) -> RunInfo:
+def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: bool, decisions: Decisions,
+              teacher_sha256: str | None) -> RunInfo:
     # A model passed in by the caller is not in the registry: record its class, not a name to rebuild it by.
     return RunInfo.from_dict({
-        **data.info, "model": None if custom else config.model.name, "model_class": type(model).__qualname__,
+        **data.info, "model": None if custom else config.model.name, "model_class": qualified_name(model),
         "model_kwargs": config.model.kwargs, "versions": library_versions(), "precision": decisions.precision,
         "channels_last": decisions.channels_last, "channels_last_source": decisions.channels_last_source,
+        "teacher_sha256": teacher_sha256,
     })
 
 

@@ -1,4 +1,5 @@
-"""Weights files written by other tools: PyTorch state dicts (``.pt``/``.pth``/``.bin``) and ``.safetensors``.
+"""Weights files written by other tools: PyTorch state dicts (``torch.save``: ``.pt``, ``.pth``, ``.pth.tar``, ``.bin``,
+... recognised by their content, not their name) and ``.safetensors``.
 
 A PyTorch file is read with ``torch.load(weights_only=True)``, which builds tensors, numbers, strings and
 containers of them and refuses anything else, so a file carrying pickled code is refused (one line), never run.
@@ -12,6 +13,7 @@ Training scripts save state dicts in several shapes; :func:`clean_state_dict` ta
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +21,32 @@ from typing import Any
 
 import torch
 
-__all__ = ["TORCH_SUFFIXES", "clean_state_dict", "load_torch_state_dict"]
+__all__ = ["clean_state_dict", "file_sha256", "is_torch_file", "load_torch_state_dict"]
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6: a zip archive
+_PICKLE_PROTOCOL = 0x80  # torch.save's legacy format (_use_new_zipfile_serialization=False) starts with a pickle
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net")  # where training scripts keep the weights
 _PREFIXES = ("module.", "_orig_mod.")
+
+
+def is_torch_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a ``torch.save`` file, judged by its first bytes, whatever its name (``.pt``,
+    ``.pth``, ``.pth.tar``, ``.bin``, ``.ckpt``, none): a zip archive or a pickle. A ``.safetensors`` file starts
+    with its header's length (8 bytes, little-endian) and then ``{``, which is neither."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    if head.startswith(_ZIP_MAGIC):
+        return True
+    return bool(head) and head[0] == _PICKLE_PROTOCOL and head[8:9] != b"{"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file's bytes (a teacher's identity, wherever the file is moved)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from .checkpoint import rng_state
 from .config import RunConfig
 from .objective import StepResult
 from .run_log import RunLog
+from .rundir import passed_in_name
 from .runtime import Distributed, autocast
 from .setup import Run, build_run
 
@@ -236,8 +237,8 @@ class Trainer:
             run.run_dir.save_weights(run.model, "final", run.info)
         records = self.log.records() if run.dist.is_main else []
         total_images = sum(r["images_per_s"] * r["time_s"] for r in records)
-        model_name = run.info.model or run.info.model_class  # a model passed in: its class
-        teacher = config.distill.teacher or type(run.teacher).__qualname__ if run.teacher is not None else None
+        model_name = run.config.model.name  # a model passed in: "passed in (its class)"
+        teacher = config.distill.teacher or passed_in_name(run.teacher) if run.teacher is not None else None
         summary = {
             "run_dir": str(run.run_dir.path),
             "model": model_name,

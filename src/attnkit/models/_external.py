@@ -9,6 +9,11 @@
 The builder is called with ``num_classes`` (the data decides it) and, when the images are not RGB, ``in_chans``
 (a builder without an ``in_chans`` parameter cannot take them: read the images as RGB with ``data.channels=3``),
 plus the user's keyword arguments (``model.kwargs``). Errors are ``ValueError`` naming the module or attribute and what to do.
+
+Building a spec imports and calls code, so a spec read from a file someone else may have written (a run's
+``run.json`` or ``config.yaml``, a weights file's metadata) is built only when the user names that same spec
+(:func:`check_named_spec`): a recorded ``os:system`` or ``torch.hub:load`` is refused, never called. Registry
+names carry no code and are rebuilt from records as they are.
 """
 
 from __future__ import annotations
@@ -17,21 +22,40 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
 
 from ..validation import suggest
 
-__all__ = ["build_external", "external_builder", "is_spec"]
+__all__ = ["NAMED_MODELS_ENV", "build_external", "check_named_spec", "external_builder", "is_spec"]
 
+NAMED_MODELS_ENV = "ATTNKIT_MODELS"  # comma-separated specs the user allows commands to rebuild from run records
 _LIBRARIES = {"torchvision": "pip install torchvision", "timm": "pip install timm"}
 
 
 def is_spec(name: str) -> bool:
     """Whether ``name`` names a model outside the registry (``module:callable``, ``torchvision:X``, ``timm:X``)."""
     return isinstance(name, str) and ":" in name
+
+
+def check_named_spec(spec: str, named: Iterable[str | None], source: str, how: str) -> None:
+    """Refuse to build ``spec``, recorded in ``source``, unless the user named it: in ``named`` (the model names
+    they gave: ``model_name=``, ``model.name``, ``distill.teacher_model``) or in ``$ATTNKIT_MODELS``.
+
+    ``how`` says where this caller's user names a model (e.g. ``"add model.name=SPEC to the command"``); the
+    message gives it with the spec filled in. Registry names pass: they import no code of the file's choosing.
+    """
+    if not is_spec(spec):
+        return
+    allowed = {name for name in named if name} | {
+        name.strip() for name in os.environ.get(NAMED_MODELS_ENV, "").split(",") if name.strip()}
+    if spec in allowed:
+        return
+    raise ValueError(f"{source} records the model {spec!r}, which is built by importing and calling that code; "
+                     f"attnkit does so only for a model you name yourself: if you trust it, "
+                     f"{how.replace('SPEC', spec)}")
 
 
 def external_builder(spec: str) -> Callable[..., Any]:
@@ -76,11 +100,13 @@ def build_external(spec: str, num_classes: int, in_chans: int = 3, **kwargs: Any
             raise ValueError(f"{spec} takes no in_chans argument, and the images have {in_chans} channel(s); "
                              "read them as RGB with data.channels=3, or give the builder an in_chans argument")
         arguments["in_chans"] = in_chans
+    call = f"{spec}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
     try:
         model = builder(**arguments)
-    except TypeError as err:
-        raise ValueError(f"{spec}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}) failed: {err}; "
-                         "check model.kwargs") from None
+    except TypeError as err:  # most often arguments it does not take
+        raise ValueError(f"{call} failed: {err}; check model.kwargs") from err
+    except Exception as err:  # the user's constructor failed: their code, named, with its cause (chained)
+        raise ValueError(f"{call} raised {type(err).__name__}: {err}; fix the builder or its model.kwargs") from err
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model

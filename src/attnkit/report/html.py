@@ -140,14 +140,15 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
-def _maps_section(runs: Sequence[RunRecord], out_dir: Path, methods: Sequence[str], images: int, device: str) -> str:
+def _maps_section(runs: Sequence[RunRecord], out_dir: Path, methods: Sequence[str], images: int, device: str,
+                  root: str | Path | None = None) -> str:
     from .maps import explain_runs
 
     chosen = representative_runs(runs)
     dataset = next(iter(chosen.values())).info.get("dataset")
     try:
         report = explain_runs([r.path for r in chosen.values()], out_dir / "maps", methods, data=dataset, count=images,
-                              labels=list(chosen), device=device, max_rows=6)
+                              labels=list(chosen), device=device, max_rows=6, root=root)
     except (FileNotFoundError, ValueError, KeyError) as err:
         return f'<p class="note">No attention maps: {html.escape(str(err.args[0] if err.args else err))}</p>'
     figures = "".join(_img(path, f"{m} maps, models side by side") for m, path in report.comparisons.items())
@@ -193,6 +194,7 @@ def write_report(
     maps: bool = True,
     device: str = "cpu",
     title: str = "attnkit experiment report",
+    root: str | Path | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` (and its PNGs) about the finished runs in ``run_dirs``; returns the page's path.
 
@@ -204,6 +206,8 @@ def write_report(
         maps: compute the attention maps and their metrics (needs the runs' data set on this machine).
         device: where the maps are computed.
         title: the page's title.
+        root: the data directory of the maps' images, when it is no longer where the runs recorded it (a moved
+            image folder: the runs' ``data.root``).
     """
     runs = sorted_runs(load_runs(run_dirs))
     out_dir = Path(out_dir)
@@ -216,7 +220,7 @@ def write_report(
         ("Training curves", _img(curves, "training loss and test accuracy per epoch")),
     ]
     if maps:
-        sections.append(("Where the models look", _maps_section(runs, out_dir, methods, images, device)))
+        sections.append(("Where the models look", _maps_section(runs, out_dir, methods, images, device, root)))
     sections.append(("Configuration and versions", _config_section(runs)))
     body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"

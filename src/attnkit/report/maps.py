@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data import LoadedImages, dataset_images, evenly_spaced, read_images
+from ..data.folder import EVAL_CROP_FRACTION
 from ..explain import Target
 from ..explain.maps import MapsReport, explain_models
 
@@ -134,7 +135,9 @@ def explain_runs(
     first = next(iter(models.values()))
     if images is not None:
         size = tuple(info.get("input_size") or first.default_input_size)
-        loaded = read_images(images, size, info["mean"], info["std"], classes=info.get("classes"))
+        streamed = (info.get("folder") or {}).get("in_memory") is False  # as the run's evaluation reads its images
+        loaded = read_images(images, size, info["mean"], info["std"], classes=info.get("classes"),
+                             crop_fraction=EVAL_CROP_FRACTION if streamed else 1.0)
     elif data == "folder":
         loaded = folder_test_images(paths[0], info, count, root)
     else:
