@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,25 +277,32 @@ def _decide(
         source = run_dir.info().channels_last_source or "checkpoint"
         return Decisions(plan, amp_dtype, bool(state["channels_last"]), source)
 
-    def probe_step(model: nn.Module, x: Tensor) -> None:
-        # A step of the kind this run takes: plain, or double backprop (where channels_last measured 2x slower).
-        with autocast(device, amp_dtype):
-            if plan.student_input_gradient:
-                grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
-                loss = logits.float().sum() + grad.float().pow(2).sum()
-            else:
-                loss = model(x).float().sum()
-        loss.backward()
-
     identity = {"model": f"{type(student).__module__}.{type(student).__qualname__}" if custom else config.model.name,
                 "model_kwargs": {} if custom else config.model.kwargs,
                 "precision": str(amp_dtype or torch.float32), "step": plan.step_kind}
     choice = None
     if dist.is_main:  # one rank decides (measuring at most once per machine and model); the others follow
         choice = choose_channels_last(config.channels_last, device, student, data_info["input_size"],
-                                      config.data.batch_size, probe_step, identity)
+                                      config.data.batch_size, probe_step(plan, device, amp_dtype), identity)
     channels_last, source = dist.broadcast_object(choice)
     return Decisions(plan, amp_dtype, bool(channels_last), source)
+
+
+def probe_step(plan: TermPlan, device: torch.device, amp_dtype: torch.dtype | None) -> Callable[[nn.Module, Tensor], None]:
+    """A training step of the kind ``plan`` takes, to time a memory format: plain, or double backprop (any term
+    whose loss holds a gradient of the student: input gradients or class maps), where channels_last measured 2x
+    slower. The double-backprop probe trains through an input gradient, whatever the term."""
+
+    def step(model: nn.Module, x: Tensor) -> None:
+        with autocast(device, amp_dtype):
+            if plan.double_backprop:
+                grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
+                loss = logits.float().sum() + grad.float().pow(2).sum()
+            else:
+                loss = model(x).float().sum()
+        loss.backward()
+
+    return step
 
 
 def _layer_pairs(config: RunConfig, plan: TermPlan, student: nn.Module, teacher: nn.Module | None,
