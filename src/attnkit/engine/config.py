@@ -315,7 +315,7 @@ def validate(config: RunConfig) -> None:
     _require(o.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {o.warmup_epochs}")
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
     _require(list(o.milestones) == sorted(o.milestones), "optim.milestones", f"must be increasing, got {o.milestones}")
-    _validate_distill(k)
+    _validate_distill(k, o.epochs)
     _require(not (config.compile and k.double_backprop), "compile",
              "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta, "
              "distill.cam_beta)")
@@ -329,7 +329,7 @@ def validate(config: RunConfig) -> None:
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
 
 
-def _validate_distill(k: DistillConfig) -> None:
+def _validate_distill(k: DistillConfig, epochs: int) -> None:
     from .terms import TERMS
 
     for term in TERMS.values():
@@ -340,6 +340,13 @@ def _validate_distill(k: DistillConfig) -> None:
     if k.ce_weight is None:
         _require(0 <= k.kd_alpha <= 1, "distill.kd_alpha", f"must be in [0, 1], got {k.kd_alpha} "
                                                            "(or set distill.ce_weight to weigh CE and KD separately)")
+        # A schedule may raise a weight (gamma > 1): w_CE = 1 - sum of the mixed weights must stay >= 0 throughout.
+        mixed = [(t, getattr(k, t.weight) * getattr(k, t.schedule).max_factor(epochs))
+                 for t in TERMS.values() if t.mixes_with_ce and getattr(k, t.weight) > 0]
+        for term, peak in mixed:
+            _require(sum(p for _, p in mixed) <= 1, f"distill.{term.schedule}",
+                     f"raises {term.weight}={getattr(k, term.weight)} to {peak:g} within {epochs} epochs, which makes the "
+                     f"cross-entropy weight 1 - {term.weight} negative; keep gamma <= 1 or set distill.ce_weight")
     else:
         _require(k.ce_weight >= 0, "distill.ce_weight", f"must be >= 0 or null, got {k.ce_weight}")
     for key in ("kd_temperature", "dkd_temperature", "at_p"):

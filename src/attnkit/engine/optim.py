@@ -65,6 +65,14 @@ class WeightSchedule:
         """The factor is 1 throughout (the default): the weight is used as it is."""
         return self.kind == "constant" and self.warmup_epochs == 0
 
+    def max_factor(self, epochs: float) -> float:
+        """The largest factor over a run of ``epochs`` epochs: 1, or gamma^k after the k-th milestone reached when
+        gamma > 1 (warm-up and the cosine and linear decays only lower it)."""
+        if self.kind != "step":
+            return 1.0
+        reached = sum(m < epochs for m in self.milestones)
+        return max(self.gamma ** k for k in range(reached + 1))
+
     def factor(self, epoch: float, epochs: float, step: float = 0.0) -> float:
         """Multiplier at fractional ``epoch`` of a run of ``epochs`` epochs.
 
