@@ -131,7 +131,7 @@ class DistillConfig:
     hint_layers: list[str] | None = None  # hint pairs; None = the middle resolution group of each network
     hint_relu: bool = True  # end the hint regressor with a ReLU (RepDistiller's ConvReg); false for signed features
     cam_beta: float = 0.0  # CAM transfer weight: the student matches the teacher's Grad-CAM of the true class; 0 = off
-    cam_layers: list[str] | None = None  # CAM pairs; None = each network's forward_features layer (else its last group)
+    cam_layers: list[str] | None = None  # CAM pairs; None = forward_features' layer (else the last group); no BN after a student layer
     cam_method: CAMMethodName = "gradcam"  # gradcam (channel weights) | hirescam (element-wise weights)
     kd_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # multiplier of kd_alpha over training
     at_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of at_beta (AT+KD: decayed with the lr)

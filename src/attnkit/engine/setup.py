@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import functional as AF
-from ..features import LayerPair, default_pairs, pair_layers
 from ..models import check_model_name, create_model
 from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
 from .data_setup import DataSource, build_loaders, load_data
+from .layer_pairs import layer_pairs
 from .memory_format import Source, choose_channels_last
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
@@ -153,7 +153,7 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     student = student.to(memory_format=fmt)
     teacher = teacher.to(memory_format=fmt) if teacher is not None else None
     run_autocast = functools.partial(autocast, device, decisions.amp_dtype)
-    pairs = _layer_pairs(config, plan, student, teacher, data.info, device)
+    pairs = layer_pairs(config.distill, plan, student, teacher, torch.zeros(1, *data.info["input_size"], device=device))
     objective = Objective(plan, student, teacher, pairs, run_autocast, config.optim.epochs).to(device)
     train_batches, test_batches = build_loaders(data, config, device, dist, decisions.channels_last)
     optimizer = build_optimizer(config.optim, [*student.parameters(), *objective.parameters()])
@@ -303,23 +303,6 @@ def probe_step(plan: TermPlan, device: torch.device, amp_dtype: torch.dtype | No
         loss.backward()
 
     return step
-
-
-def _layer_pairs(config: RunConfig, plan: TermPlan, student: nn.Module, teacher: nn.Module | None,
-                 data_info: dict[str, Any], device: torch.device) -> dict[str, list[LayerPair]]:
-    """Each term's student/teacher layer pairs: its ``distill.<layers>`` key, or its default rule."""
-    example = torch.zeros(1, *data_info["input_size"], device=device)
-    found: dict[str, list[LayerPair]] = {}
-    for term in (t for t in plan.terms if t.uses_layers):
-        given = getattr(config.distill, term.layers)
-        try:
-            if given:
-                found[term.name] = pair_layers(student, teacher, example, dict(pair.split(":") for pair in given))
-            else:
-                found[term.name] = default_pairs(student, teacher, example, term.default_layers)
-        except (KeyError, ValueError) as err:
-            raise ConfigError(f"distill.{term.layers}", err.args[0]) from None
-    return found
 
 
 def _wrap(config: RunConfig, device: torch.device, dist: Distributed, model: nn.Module,
