@@ -29,7 +29,7 @@ def _recipe_and_overrides(items: Sequence[str]) -> tuple[dict | None, list[str]]
 
 def _train(args: argparse.Namespace) -> None:
     from .engine import ConfigError, config_from_dict, train
-    from .engine.terms import plan_terms
+    from .engine.terms import TERMS, plan_terms
     from .recipes import apply_overrides
 
     recipe, overrides = _recipe_and_overrides(args.items)
@@ -44,8 +44,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
     if args.command == "distill" and not plan.terms:
-        raise ConfigError("distill", "nothing to distil: set distill.teacher and at least one of at_beta, kd_alpha, "
-                                     "fact_beta, grad_at_beta (e.g. distill.at_beta=1000)")
+        weights = ", ".join(key for term in TERMS.values() for key in term.weights)
+        raise ConfigError("distill", f"nothing to distil: set distill.teacher and at least one of {weights} "
+                                     "(e.g. distill.at_beta=1000)")
     train(config)
 
 
@@ -177,9 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe_help = ("a recipe, packaged (a name such as cifar10/wrn_16_2; see `attnkit recipes`) or a YAML file, and/or "
                    "section.key=value overrides, e.g. optim.lr=0.05 data.name=cifar10")
-    for name, summary in (("train", "train a model (teacher, baseline or trainable-attention model)"),
-                          ("distill", "train a student from a frozen teacher with AT / KD / F-ActT / gradient AT")):
-        sub = commands.add_parser(name, help=summary, description=summary + ". " + recipe_help + ".")
+    from .engine.terms import TERMS
+
+    terms = ", ".join(f"{t.name} ({t.weight})" for t in TERMS.values())
+    for name, summary, detail in (
+            ("train", "train a model (teacher, baseline or trainable-attention model)", ""),
+            ("distill", "train a student from a frozen teacher with distillation loss terms",
+             f"; each term is on when its distill.* weight is > 0: {terms}")):
+        sub = commands.add_parser(name, help=summary, description=summary + detail + ". " + recipe_help + ".")
         sub.add_argument("items", nargs="*", metavar="RECIPE|KEY=VALUE", help=recipe_help)
         sub.add_argument("--resume", action="store_true",
                          help="continue the run in out=DIR from its newest checkpoint, with its own config.yaml")

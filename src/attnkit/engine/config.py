@@ -113,7 +113,7 @@ class DistillConfig:
     ce_weight: float | None = None  # weight of CE with the labels; None = 1 - kd_alpha (Hinton's mixture); LS-KD: 0.1
     at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
     at_p: float = 2.0  # exponent of the attention function F_sum^p
-    at_mode: Mode = "code"  # code (published numbers) | paper (beta/2 * p-norm)
+    at_mode: Mode = "code"  # code: beta * mean squared difference (official code) | paper: eq. 2, beta/2 * p-norm / (h*w), batch mean
     at_reduction: Reduction = "mean"  # mean/sum = F_sum^p, max = F_max^p
     kd_alpha: float = 0.0  # knowledge distillation weight alpha in (1-alpha)*CE + alpha*KD (paper: 0.9); 0 = off
     kd_temperature: float = 4.0  # KD softmax temperature T
