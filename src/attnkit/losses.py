@@ -78,7 +78,7 @@ class ATLoss(nn.Module):
 class KDLoss(nn.Module):
     """Soft-target distillation ``T^2 * KL(teacher || student)``; see :func:`attnkit.functional.kd_loss`.
 
-    For Hinton's ``(1 - alpha) * CE + alpha * KD`` mixture use :func:`attnkit.functional.distillation_loss`.
+    Hinton's ``(1 - alpha) * CE + alpha * KD`` mixture is the engine's (``distill.kd_alpha``, :mod:`attnkit.engine.terms`).
     ``standardize=True`` z-scores both logits first (logit standardisation, Sun et al. 2024; T = 2 there).
     """
 
