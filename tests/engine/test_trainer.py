@@ -1,6 +1,7 @@
 """The training loop on synthetic in-memory data (tiny WRNs, a few steps)."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -255,3 +256,23 @@ def test_weight_schedules_follow_the_lr_clock_and_resume_exactly(tmp_path, teach
     resumed.fit()
     for key, value in reference.run.model.state_dict().items():
         torch.testing.assert_close(resumed.run.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_resuming_a_flip_run_of_another_attnkit_version_warns_once_naming_it(tmp_path):
+    config = make_config(tmp_path / "run", epochs=2, flip_beta=1.0)
+    config.checkpoint_every_steps = 3
+    crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=5)
+    with pytest.raises(Crash):
+        trainer(config, train=crashing).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same version: no warning
+        trainer(config, resume=True).run.release()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    info["versions"]["attnkit"] = "0.0.9"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            trainer(config, resume=True).run.release()
+    (warning,) = [w for w in caught if "attnkit 0.0.9" in str(w.message)]
+    assert "this is attnkit" in str(warning.message) and "distill.flip_beta" in str(warning.message)

@@ -32,7 +32,7 @@ from .layer_pairs import layer_pairs
 from .memory_format import Source, choose_channels_last
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
-from .resume import check_resumable
+from .resume import check_resumable, warn_other_version
 from .run_lock import RunDirLocked, RunLock
 from .rundir import RunDir, RunInfo, load_model, load_run_info
 from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
@@ -144,6 +144,8 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
            test_loader: Any) -> Run:
     """The rest of :func:`build_run`, once the run directory is this process's."""
     saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
+    if resume and dist.is_main:
+        warn_other_version(run_dir, config)
     seed_everything(config.seed)
     data = load_data(config, dist, train_loader, test_loader)
     student = (model if model is not None else _create_model(config, data.info)).to(device)
