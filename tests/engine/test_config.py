@@ -1,6 +1,7 @@
 import pytest
 
 from attnkit.engine import ConfigError, RunConfig, apply_overrides, config_from_dict, config_to_dict, load_recipe
+from attnkit.engine.terms import plan_terms
 
 
 def test_round_trip_and_defaults():
@@ -74,9 +75,9 @@ def test_recipe_file(tmp_path):
 
 
 def test_needs_teacher_and_double_backprop_flags():
-    assert not RunConfig().distill.needs_teacher
-    config = config_from_dict({"distill": {"kd_alpha": 0.9, "flip_beta": 0.5}})
-    assert config.distill.needs_teacher and config.distill.double_backprop
+    assert not plan_terms(RunConfig().distill).needs_teacher
+    plan = plan_terms(config_from_dict({"distill": {"kd_alpha": 0.9, "flip_beta": 0.5}}).distill)
+    assert plan.needs_teacher and plan.double_backprop
 
 
 def test_recipe_inherits_from_a_base(tmp_path):

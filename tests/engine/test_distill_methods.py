@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from attnkit.cli import main
-from attnkit.engine import DistillConfig, config_from_dict
+from attnkit.engine import DistillConfig, RunDir, config_from_dict
 from attnkit import functional as AF
 from attnkit.engine.layer_pairs import batch_norms_after
 from attnkit.engine.methods import METHODS, method_overrides, method_values
 from attnkit.engine.objective import Objective
-from attnkit.engine.rundir import load_checkpoint
 from attnkit.engine.terms import TERMS, plan_terms
 from attnkit.features import FeatureCapture, default_pairs
 from attnkit.losses import KDLoss
@@ -45,7 +44,7 @@ def test_every_method_of_the_table_distils_from_the_command_line(label, tmp_path
     names = terms_of(label)
     assert names and set(names) <= set(record["train"])  # each term logged under its name
     assert all(torch.isfinite(torch.tensor(record["train"][n])) for n in names)
-    state = load_checkpoint(out)[1]
+    state = RunDir(out).load_checkpoint()[1]
     objective_keys = list(state["objective"])
     student_params = sum(1 for _ in create_model("wrn", depth=10, width=0.5, num_classes=10, in_chans=1).parameters())
     if label == "FitNets":  # the regressor is checkpointed and optimised (one momentum buffer per parameter)

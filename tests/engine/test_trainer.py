@@ -6,8 +6,7 @@ import warnings
 import pytest
 import torch
 
-from attnkit.engine import ConfigError, RunConfig, Trainer, build_run, load_model
-from attnkit.engine.checkpoint import latest_checkpoint, load_checkpoint
+from attnkit.engine import ConfigError, RunConfig, RunDir, Trainer, build_run, load_model
 from helpers import TensorBatches, blob_data
 
 TRAIN, TEST = blob_data(256, size=16), blob_data(128, size=16, seed=1)
@@ -115,7 +114,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
     crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=12)  # epoch 2, step 5 (after a checkpoint at 3)
     with pytest.raises(Crash):
         trainer(config(tmp_path / "b"), train=crashing).fit()
-    assert latest_checkpoint(tmp_path / "b")["epoch"] == 1 and latest_checkpoint(tmp_path / "b")["step"] == 3
+    assert RunDir(tmp_path / "b").checkpoint_pointer()["epoch"] == 1 and RunDir(tmp_path / "b").checkpoint_pointer()["step"] == 3
     resumed = trainer(config(tmp_path / "b"), resume=True)
     resumed.fit()
     for key, value in reference.run.model.state_dict().items():
@@ -139,8 +138,8 @@ def test_divergence_stops_and_never_checkpoints_non_finite_weights(tmp_path):
     config.checkpoint_every_steps = 1  # a checkpoint after every step: none of them may hold inf or NaN
     with pytest.raises(FloatingPointError, match="NaN or inf in epoch 1"):
         fit(config)
-    if latest_checkpoint(tmp_path / "run") is not None:
-        weights, _ = load_checkpoint(tmp_path / "run")
+    if RunDir(tmp_path / "run").checkpoint_pointer() is not None:
+        weights, _ = RunDir(tmp_path / "run").load_checkpoint()
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 

@@ -10,6 +10,7 @@ import yaml
 
 from attnkit.cli import main
 from attnkit.engine import ConfigError, config_from_dict
+from attnkit.engine.terms import plan_terms
 from attnkit.models import is_model
 from attnkit.recipes import apply_overrides, find_recipe, list_recipes, load_recipe, recipe_names
 
@@ -37,7 +38,7 @@ def test_recipe_is_valid_and_cites_its_figure(info):
     assert is_model(config.model.name) and (info.model, info.data) == (config.model.name, config.data.name)
     assert info.title and info.paper and info.source  # what it trains, the figure it reproduces, where from
     assert info.paper == "not reported" or "%" in info.paper
-    if config.distill.needs_teacher:
+    if plan_terms(config.distill).needs_teacher:
         # The header names the recipe that trains the teacher, and that recipe writes the run the recipe reads.
         teacher = config_from_dict(load_recipe(info.teacher))
         assert config.distill.teacher == teacher.out

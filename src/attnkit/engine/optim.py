@@ -20,15 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-if TYPE_CHECKING:
-    from .config import OptimConfig
-
 __all__ = [
+    "OptimConfig",
     "OptimizerName",
     "ScheduleKind",
     "ScheduleName",
@@ -91,6 +89,21 @@ class WeightSchedule:
         else:
             decay = 1.0
         return warmup * decay
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerName = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum (Residual Attention Network's CIFAR recipe)
+    weight_decay: float = 5e-4  # L2 penalty (5e-4 CIFAR, 1e-4 ImageNet)
+    epochs: int = 200  # training epochs
+    schedule: ScheduleName = "step"  # step | cosine | constant
+    milestones: list[float] = field(default_factory=lambda: [60, 120, 160])  # step: epochs at which lr *= gamma
+    gamma: float = 0.2  # step: decay factor
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
+    grad_clip: float | None = None  # clip the gradient norm to this value (None = off)
 
 
 def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from torch import nn
 
@@ -50,9 +50,7 @@ from ..losses import (
     SPLoss,
 )
 from ..validation import choices
-
-if TYPE_CHECKING:
-    from .config import DistillConfig
+from .distill_config import DistillConfig
 
 __all__ = ["CONSUMES", "TERMS", "Consumes", "Term", "TermPlan", "plan_terms", "register_term"]
 
