@@ -145,13 +145,14 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _recipes(args: argparse.Namespace) -> None:
+    from .engine.methods import term_labels
     from .recipes import list_recipes
 
     infos = list_recipes(args.pattern)
     if not infos:
         raise KeyError(f"no packaged recipe matches {args.pattern!r}; `attnkit recipes` lists them all")
     width = max(len(info.name) for info in infos)
-    terms = {info.name: "+".join(info.terms) or "-" for info in infos}
+    terms = {info.name: "+".join(term_labels(info.distill)) or "-" for info in infos}
     terms_width = max(6, *map(len, terms.values()))
     print(f"{'recipe':<{width}}  {'model':<17} {'data':<8} {'terms':<{terms_width}}  paper (source)")
     for info in infos:

@@ -10,6 +10,7 @@ import yaml
 
 from attnkit.cli import main
 from attnkit.engine import ConfigError, config_from_dict
+from attnkit.engine.methods import term_labels
 from attnkit.engine.terms import plan_terms
 from attnkit.models import is_model
 from attnkit.recipes import apply_overrides, find_recipe, list_recipes, load_recipe, recipe_names
@@ -44,17 +45,17 @@ def test_recipe_is_valid_and_cites_its_figure(info):
         assert config.distill.teacher == teacher.out
         assert config.distill.teacher_model == teacher.model.name  # a wrong checkpoint is refused, not used
     else:
-        assert info.teacher is None and info.terms == ()
+        assert info.teacher is None and term_labels(info.distill) == ()
 
 
 def test_header_fields_read_by_hand():
     info = BY_NAME["cifar100/resnet8x4_from_resnet32x4_kd"]
-    assert (info.model, info.data, info.terms, info.teacher) == ("resnet8x4", "cifar100", ("KD",), "cifar100/resnet32x4")
+    assert (info.model, info.data, term_labels(info.distill), info.teacher) == ("resnet8x4", "cifar100", ("KD",), "cifar100/resnet32x4")
     assert (info.paper, info.source) == ("top-1 73.33%", "Tian et al. 2020, CRD benchmark, Table 1")
     # "(R)" marks before the source do not end the figure or the source.
     att2 = BY_NAME["attention/ltpa_vgg_att2_cifar10"]
     assert (att2.paper, att2.source) == ("test error 5.23% (R)", "Jetley et al. 2018, Table 1")
-    assert BY_NAME["cifar10/wrn_16_1_from_wrn_16_2_at_kd"].terms == ("AT", "KD")
+    assert term_labels(BY_NAME["cifar10/wrn_16_1_from_wrn_16_2_at_kd"].distill) == ("AT+KD",)
 
 
 def test_list_recipes_takes_a_shell_pattern():

@@ -237,9 +237,9 @@ def validate(config: RunConfig) -> None:
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
     _require(list(o.milestones) == sorted(o.milestones), "optim.milestones", f"must be increasing, got {o.milestones}")
     _validate_distill(k, o.epochs)
+    double = ", ".join(f"distill.{t.weight}" for t in TERMS.values() if t.double_backprop)
     _require(not (config.compile and plan_terms(k).double_backprop), "compile",
-             "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta, "
-             "distill.cam_beta)")
+             f"torch.compile cannot be used with double-backprop terms ({double})")
     if config.device != "auto":
         try:
             parse_device(config.device)
@@ -270,7 +270,7 @@ def _validate_distill(k: DistillConfig, epochs: int) -> None:
         _require(k.ce_weight >= 0, "distill.ce_weight", f"must be >= 0 or null, got {k.ce_weight}")
     for key in ("kd_temperature", "dkd_temperature", "at_p"):
         _require(getattr(k, key) > 0, f"distill.{key}", f"must be > 0, got {getattr(k, key)}")
-    for key in ("layers", "sp_layers", "hint_layers", "cam_layers"):
+    for key in dict.fromkeys(t.layers for t in TERMS.values() if t.layers is not None):  # each pairs field once
         _validate_pairs(getattr(k, key), f"distill.{key}")
 
 
