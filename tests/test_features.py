@@ -24,6 +24,71 @@ def test_detach_option():
     assert not feat.requires_grad
 
 
+def _bn_then_inplace_relu() -> nn.Sequential:
+    """conv -> BatchNorm ("1", outputs of both signs) -> ReLU(inplace=True) ("2"), which overwrites "1"'s output."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1)).eval()
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_copy_keeps_the_output_an_in_place_op_after_the_layer_overwrites(detach):
+    model = _bn_then_inplace_relu()
+    x = torch.randn(2, 3, 6, 6)
+    expected = model[1](model[0](x)).detach()  # the BatchNorm's own output: negative values included
+    assert expected.min() < 0
+    capture = FeatureCapture(model, ["1"], detach=detach, copy=True)
+    with capture:
+        out = model(x)
+    (bn,) = capture.ordered()
+    torch.testing.assert_close(bn.detach(), expected)
+    torch.testing.assert_close(out, model[3](expected.clamp_min(0)))  # the model's output is unchanged
+    if not detach:  # in the graph: d(out) / d(bn output) flows through the copy the forward ran on
+        (grad,) = torch.autograd.grad(out.sum(), bn)
+        assert grad.shape == bn.shape and bool((grad[expected < 0] == 0).all()) and grad.abs().sum() > 0
+
+
+def test_without_copy_an_output_changed_in_place_is_refused_not_returned():
+    model = _bn_then_inplace_relu()
+    capture = FeatureCapture(model, ["1", "3"], detach=True)
+    with torch.no_grad(), capture:
+        model(torch.randn(1, 3, 6, 6))
+    with pytest.raises(RuntimeError, match=r"outputs of modules \['1'\] were changed in place.*copy=True"):
+        capture.ordered()
+    with torch.no_grad(), FeatureCapture(model, ["2", "3"], detach=True) as feats:  # the ReLU's own output: fine
+        model(torch.randn(1, 3, 6, 6))
+    assert feats["2"].min() >= 0
+
+
+def test_graph_from_layers_records_the_graph_from_the_first_layer_and_restores_grad_mode():
+    model = _bn_then_inplace_relu()
+    x = torch.randn(2, 3, 6, 6)
+    for outer in (True, False):
+        with torch.set_grad_enabled(outer):
+            capture = FeatureCapture(model, ["1"], copy=True, graph_from_layers=True)
+            with capture:
+                assert not torch.is_grad_enabled()  # the layers before "1" record no graph
+                out = model(x)
+            assert torch.is_grad_enabled() == outer
+        (bn,) = capture.ordered()
+        assert bn.is_leaf and bn.requires_grad and out.requires_grad  # the graph starts at the captured layer
+        (grad,) = torch.autograd.grad(out.sum(), bn)
+        reference = model[1](model[0](x)).detach().requires_grad_(True)
+        (expected,) = torch.autograd.grad(model[3](torch.relu(reference)).sum(), reference)
+        torch.testing.assert_close(grad, expected)
+    with pytest.raises(ValueError, match="detach=True"):
+        FeatureCapture(model, ["1"], detach=True, graph_from_layers=True)
+
+
+def test_calls_count_a_module_run_several_times_and_the_last_output_is_kept():
+    relu = nn.ReLU()
+    model = nn.ModuleDict({"relu": relu})
+    capture = FeatureCapture(model, ["relu"], copy=True)
+    with capture as feats:
+        relu(torch.full((1, 1, 2, 2), -1.0))
+        relu(torch.full((1, 1, 2, 2), 3.0))
+    assert feats["relu"].unique().tolist() == [3.0] and capture.calls == {"relu": 2}
+
+
 def test_hooks_removed_after_exception_in_block_and_in_forward():
     model = toy_cnn()
     with pytest.raises(RuntimeError, match="boom"):

@@ -93,6 +93,22 @@ def _map_target(value: str) -> str | int:
         raise argparse.ArgumentTypeError(f"must be label, predicted or a class index, got {value!r}") from None
 
 
+def _map_options(methods: list[str], args: argparse.Namespace) -> dict[str, dict]:
+    """--layer, --aug-smooth, --eigen-smooth (the CAM family) and --option METHOD.KEY=VALUE, checked."""
+    from .explain.options import method_options
+    from .recipes import apply_overrides
+
+    cam: dict = {}
+    if args.layer:
+        layers = [path.strip() for path in args.layer.split(",") if path.strip()]
+        cam["layer"] = layers[0] if len(layers) == 1 else layers
+    cam.update({key: True for key in ("aug_smooth", "eigen_smooth") if getattr(args, key)})
+    for item in args.option:
+        if "." not in item.split("=", 1)[0] or "=" not in item:
+            raise ValueError(f"--option {item}: give METHOD.KEY=VALUE, e.g. scorecam.channel_batch_size=32")
+    return method_options(methods, apply_overrides({}, args.option), cam=cam)
+
+
 def _maps(args: argparse.Namespace) -> None:
     from .explain.maps import format_metrics
     from .report.maps import explain_runs
@@ -102,7 +118,7 @@ def _maps(args: argparse.Namespace) -> None:
         args.compare or [args.checkpoint], args.out, methods, images=args.images, data=args.data,
         count=args.num_images, root=args.root, labels=args.labels, weights=args.weights, device=args.device,
         target=args.target, sanity=not args.no_sanity, faithful=not args.no_faithfulness, max_rows=args.max_rows,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, method_options=_map_options(methods, args),
     )
     skipped: dict[tuple[str, str], list[str]] = {}  # (method, reason) -> models, so that each reason prints once
     for label, reasons in report.skipped.items():
@@ -254,6 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation check (one more map per method)")
     maps.add_argument("--no-faithfulness", action="store_true",
                       help="skip the faithfulness metrics (about 60 forward passes per image and method)")
+    maps.add_argument("--layer", metavar="PATH[,PATH...]",
+                      help="layer of the CAM methods (gradcam ... ablationcam) as model.named_modules() names it, e.g. "
+                           "layer3 (default: the last feature map); several, comma-separated, are fused into one map")
+    maps.add_argument("--aug-smooth", action="store_true",
+                      help="CAM methods: average each map over flipped and shifted views of the image")
+    maps.add_argument("--eigen-smooth", action="store_true",
+                      help="CAM methods: first principal component of the weighted activations instead of their sum")
+    maps.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                      help="any constructor option of one method, VALUE read as YAML (repeatable), e.g. "
+                           "scorecam.channel_batch_size=32, integrated_gradients.steps=100, smoothgrad.samples=50, "
+                           "activation.layer=[layer1,layer3], gradcam.relu=false; it wins over --layer etc.")
     maps.set_defaults(func=_maps)
 
     models = commands.add_parser(

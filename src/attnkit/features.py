@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ._tracing import trace_group_outputs
 from .validation import suggest
 
 __all__ = [
@@ -55,29 +56,47 @@ class FeatureCapture:
     """Context manager that records the outputs of the modules at ``paths`` during forward passes.
 
     ``with FeatureCapture(model, paths) as features: model(x)`` fills the dict ``features`` (path -> output
-    tensor, in the order of ``paths``). A module that runs several times in one forward keeps its last output.
-    All paths are checked before any hook is installed; every hook is removed on exit, also after an error.
+    tensor, in the order of ``paths``). A module that runs several times in one forward keeps its last output;
+    ``calls[path]`` counts its calls since the block began. All paths are checked before any hook is installed;
+    every hook is removed on exit, also after an error.
+
+    **In-place operations after a layer** (a ``ReLU(inplace=True)`` after a BatchNorm, ``out += identity``) write
+    into the very tensor the layer returned. With ``copy=True`` the hook hands the rest of the forward a copy of
+    the output and keeps the output itself, so the recorded value is what the module returned, whatever follows
+    (one copy of the output per call). Without it nothing is copied, and :meth:`ordered` raises if a recorded
+    output was changed in place after the layer (its version counter moved), rather than return a wrong value.
 
     Args:
         model: any module.
         paths: module paths to capture.
         detach: store detached outputs (for inspection), instead of outputs in the autograd graph (for losses).
         graph_root: where autograd is on but an output needs no gradient (a frozen network's layer), replace it by
-            a copy that does, so that the rest of the forward records a graph from it: d(output of the network)
-            / d(captured output) then exists (Grad-CAM of a frozen teacher). The copy is not a leaf, so in-place
-            operations after the layer still work.
+            a leaf that does, so that the rest of the forward records a graph from it: d(output of the network)
+            / d(captured output) then exists (Grad-CAM of a frozen teacher). The forward goes on from a copy of
+            the leaf (a leaf cannot be changed in place), which is also what is recorded unless ``copy=True``.
+        copy: record the outputs safe from in-place operations after the layer (above).
+        graph_from_layers: run the block's forward without autograd up to the first captured layer, whose hook
+            switches it on (implies ``graph_root``): the layers before it record no graph (maps that only need
+            d score / d output). The grad mode is restored on exit, also after an error.
     """
 
-    def __init__(self, model: nn.Module, paths: Iterable[str], detach: bool = False, graph_root: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, paths: Iterable[str], detach: bool = False, graph_root: bool = False, *,
+        copy: bool = False, graph_from_layers: bool = False,
+    ) -> None:
+        graph_root = graph_root or graph_from_layers
         if detach and graph_root:
             raise ValueError("detach=True stores outputs outside the graph; graph_root=True needs them in it")
         self.paths = list(dict.fromkeys(paths))
         if not self.paths:
             raise ValueError("no module paths given to capture; pass at least one path")
         self.modules = {path: resolve_module(model, path) for path in self.paths}
-        self.detach, self.graph_root = detach, graph_root
+        self.detach, self.graph_root, self.copy, self.graph_from_layers = detach, graph_root, copy, graph_from_layers
         self.features: dict[str, Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self._versions: dict[str, int] = {}  # version counter of each recorded output when it was recorded
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._grad_mode: bool | None = None
 
     def _hook(self, path: str):
         def record(module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
@@ -86,20 +105,33 @@ class FeatureCapture:
                     f"module {path!r} ({type(module).__name__}) returned {type(output).__name__}, not a tensor; "
                     "capture a submodule that returns a tensor"
                 )
+            if self.graph_from_layers:
+                torch.set_grad_enabled(True)  # from here on: the graph from this layer to the output
+            kept, forward = output, None  # forward: what the rest of the model runs on, if not the output itself
             if self.graph_root and torch.is_grad_enabled() and not output.requires_grad:
-                output = output.detach().requires_grad_(True).clone()  # the forward goes on from this copy
-                self.features[path] = output
-                return output
-            self.features[path] = output.detach() if self.detach else output
-            return None
+                kept = output.detach().requires_grad_(True)  # a leaf: d(...) / d(captured output) exists
+                forward = kept.clone()  # not a leaf: in-place operations after the layer still work
+                kept = kept if self.copy else forward
+            elif self.copy:
+                forward = output.clone()
+            self.features[path] = kept.detach() if self.detach else kept
+            self.calls[path] = self.calls.get(path, 0) + 1
+            if not self.copy and not kept.is_inference() and not torch.compiler.is_compiling():
+                self._versions[path] = kept._version
+            return forward
 
         return record
 
     def __enter__(self) -> dict[str, Tensor]:
         self.features.clear()
+        self.calls.clear()
+        self._versions.clear()
         try:
             for path, module in self.modules.items():
                 self._handles.append(module.register_forward_hook(self._hook(path)))
+            if self.graph_from_layers:
+                self._grad_mode = torch.is_grad_enabled()
+                torch.set_grad_enabled(False)
         except BaseException:
             self.remove()
             raise
@@ -109,16 +141,27 @@ class FeatureCapture:
         self.remove()
 
     def remove(self) -> None:
-        """Remove every hook this object installed (idempotent)."""
+        """Remove every hook this object installed and restore the grad mode it changed (idempotent)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._grad_mode is not None:
+            torch.set_grad_enabled(self._grad_mode)
+            self._grad_mode = None
 
     def ordered(self) -> list[Tensor]:
-        """The captured outputs in the order of ``paths``; raises if a module did not run."""
+        """The captured outputs in the order of ``paths``; raises if a module did not run, or if its output was
+        changed in place after it was recorded (without ``copy=True``)."""
         missing = [p for p in self.paths if p not in self.features]
         if missing:
             raise RuntimeError(f"modules {missing} did not run in the forward pass, so nothing was captured")
+        changed = [p for p, version in self._versions.items() if self.features[p]._version != version]
+        if changed:
+            raise RuntimeError(
+                f"the outputs of modules {changed} were changed in place after they were captured (e.g. by a "
+                "ReLU(inplace=True) that follows them), so they no longer hold what those modules returned; capture "
+                "with copy=True, or capture the module that changes them"
+            )
         return [self.features[p] for p in self.paths]
 
 
@@ -154,10 +197,10 @@ def output_module(model: nn.Module, run: Callable[[], Any]) -> str:
 
 
 def extract_features(
-    model: nn.Module, x: Tensor, paths: Sequence[str], detach: bool = False
+    model: nn.Module, x: Tensor, paths: Sequence[str], detach: bool = False, *, copy: bool = False
 ) -> tuple[Any, list[Tensor]]:
-    """Run ``model(x)`` once and return ``(output, [features at each path])``."""
-    capture = FeatureCapture(model, paths, detach=detach)
+    """Run ``model(x)`` once and return ``(output, [features at each path])`` (arguments: :class:`FeatureCapture`)."""
+    capture = FeatureCapture(model, paths, detach=detach, copy=copy)
     with capture:
         output = model(x)
     return output, capture.ordered()
@@ -192,9 +235,11 @@ def resolution_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOut
     if hasattr(model, "feature_info"):
         paths = [info.module for info in model.feature_info]
         with eval_no_grad(model):
-            _, feats = extract_features(model, example_input, paths, detach=True)
+            _, feats = extract_features(model, example_input, paths, detach=True, copy=True)
         return [_GroupOutput(p, tuple(f.shape[1:])) for p, f in zip(paths, feats)]
-    return _trace_groups(model, example_input)
+    with eval_no_grad(model):
+        traced = trace_group_outputs(model, example_input)
+    return [_GroupOutput(path, shape) for path, shape in traced]
 
 
 @contextmanager
@@ -218,72 +263,6 @@ def eval_no_grad(model: nn.Module) -> Iterator[None]:
     """Run a model in eval mode without gradient, restoring each module's training flag afterwards."""
     with eval_mode(model), torch.no_grad():
         yield
-
-
-
-
-def _trace_groups(model: nn.Module, example_input: Tensor) -> list[_GroupOutput]:
-    events: list[tuple[str, str, Tensor | None]] = []  # (kind, path, first tensor) in execution order
-    handles = []
-    for path, module in model.named_modules():
-        if path:
-            handles.append(module.register_forward_pre_hook(lambda m, a, p=path: events.append(("in", p, _first_tensor(a)))))
-            handles.append(module.register_forward_hook(lambda m, a, o, p=path: events.append(("out", p, _first_tensor(o)))))
-    try:
-        with eval_no_grad(model):
-            model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    starts: dict[str, int] = {}
-    inputs: dict[str, Tensor | None] = {}
-    outputs: list[tuple[int, str, Tensor]] = []  # (event index, path, 4-D output)
-    for index, (kind, path, tensor) in enumerate(events):
-        if kind == "in":
-            starts.setdefault(path, index)
-            inputs.setdefault(path, tensor)
-        elif _spatial(tensor) is not None:
-            outputs.append((index, path, tensor))
-
-    def producer(tensor: Tensor, before: int) -> str | None:
-        # Shallowest module returning this very tensor, the one finishing last among equals; if a functional
-        # op made it, the last module before `before` with an output of the same resolution.
-        same = [p for _, p, t in outputs if t is tensor]
-        if same:
-            return min(reversed(same), key=lambda p: p.count("."))
-        earlier = [p for i, p, t in outputs if i < before and _spatial(t) == _spatial(tensor)]
-        return earlier[-1] if earlier else None
-
-    # Downsampling modules in the order they start: the outermost one (a whole stage) comes first.
-    groups: dict[tuple[int, int], str] = {}
-    for index, path, out in sorted(outputs, key=lambda e: starts[e[1]]):
-        given = inputs[path]
-        resolution = _spatial(given)
-        if resolution is None or resolution == _spatial(out) or given is example_input or resolution in groups:
-            continue
-        source = producer(given, starts[path])
-        if source is not None:
-            groups[resolution] = source
-    spatial_outputs = [(i, p, t) for i, p, t in outputs if _spatial(t) != (1, 1)]
-    if spatial_outputs:
-        index, path, last = spatial_outputs[-1]
-        groups.setdefault(_spatial(last), producer(last, index) or path)
-    shapes = {p: tuple(t.shape[1:]) for _, p, t in outputs}
-    ordered = sorted(groups.items(), key=lambda kv: -(kv[0][0] * kv[0][1]))
-    return [_GroupOutput(path, shapes[path]) for _, path in ordered]
-
-
-def _first_tensor(value: Any) -> Tensor | None:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
-        return value[0]
-    return None
-
-
-def _spatial(tensor: Tensor | None) -> tuple[int, int] | None:
-    return tuple(tensor.shape[-2:]) if tensor is not None and tensor.dim() == 4 else None
 
 
 def pair_layers(
@@ -375,5 +354,5 @@ def default_pairs(student: nn.Module, teacher: nn.Module, example_input: Tensor,
 
 def _shapes(model: nn.Module, example_input: Tensor, paths: list[str]) -> dict[str, tuple[int, ...]]:
     with eval_no_grad(model):
-        _, feats = extract_features(model, example_input, paths, detach=True)
+        _, feats = extract_features(model, example_input, paths, detach=True, copy=True)
     return {p: tuple(f.shape[1:]) for p, f in zip(paths, feats)}

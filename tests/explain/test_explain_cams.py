@@ -133,7 +133,7 @@ def test_scorecam_equals_algorithm_1_of_the_paper():
             weights = torch.softmax(torch.stack(scores), dim=0)
             expected[b] = sum(weights[k] * A[b, k] for k in range(3)).clamp_min(0)
     for batch_size in (1, 4, 64):
-        maps = ScoreCAM(model, layer=model.act, batch_size=batch_size).attribute(X, TARGET, upsample=False)
+        maps = ScoreCAM(model, layer=model.act, channel_batch_size=batch_size).attribute(X, TARGET, upsample=False)
         assert_close(maps, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -153,7 +153,7 @@ def test_ablationcam_equals_the_paper_with_and_without_reusing_the_prefix(net):
                 ablated = A[b].clone()
                 ablated[k] = 0
                 expected[b] += (y - head(ablated, b)) / abs(y) * A[b, k]
-    maps = AblationCAM(model, layer="act", batch_size=2).attribute(X, TARGET, upsample=False)
+    maps = AblationCAM(model, layer="act", channel_batch_size=2).attribute(X, TARGET, upsample=False)
     assert_close(maps, expected.clamp_min(0), rtol=1e-4, atol=1e-5)
     assert hook_count(model) == 0
 
@@ -170,6 +170,35 @@ def test_fused_layers_are_the_mean_of_per_layer_maps_scaled_to_unit_range(name):
         expected.append(scaled if scaled.shape[1] == 8 else F.interpolate(scaled[:, None], size=(8, 8), mode="bilinear")[:, 0])
     fused = create_method(name, model, layer=[model.layer2, "relu"]).attribute(x, target, upsample=False)
     assert_close(fused, (expected[0] + expected[1]) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_fusion_rule_by_hand_scaled_resized_to_the_finest_layer_averaged_not_rescaled():
+    from attnkit.explain._cam_base import fuse_layers
+
+    fine = torch.arange(16.0).view(1, 4, 4) * 3 - 5  # scaled: arange / 15, the maximum 1 at (3, 3)
+    coarse = torch.tensor([[[7.0, -1.0], [-1.0, -1.0]]])  # scaled: 1 at (0, 0), else 0
+    # coarse upsampled 2 x (bilinear, align_corners=False): output i reads source (i + 0.5) / 2 - 0.5, clamped to
+    # [0, 1] = 0, 0.25, 0.75, 1, so the 1 at (0, 0) weighs (1, 0.75, 0.25, 0) along each axis.
+    weights = torch.tensor([1.0, 0.75, 0.25, 0.0])
+    expected = (torch.arange(16.0).view(4, 4) / 15 + torch.outer(weights, weights)) / 2
+    fused = fuse_layers([coarse, fine])  # the finest layer's size wins whatever the order
+    assert fused.shape == (1, 4, 4)
+    assert_close(fused[0], expected, rtol=1e-6, atol=1e-7)
+    assert float(fused.max()) == pytest.approx((4 / 15 + 0.75) / 2)  # at (1, 0): below 1, the mean is not rescaled
+    assert_close(fuse_layers([fine]), fine)  # one layer: unchanged
+    flat = torch.full((1, 2, 2), 3.0)
+    assert_close(fuse_layers([fine, flat]), torch.arange(16.0).view(1, 4, 4) / 30)  # a flat map counts as 0
+
+
+def test_fused_signed_maps_with_relu_false():
+    model = create_model("wrn", depth=10, width=1, num_classes=5).eval()
+    x, target = torch.randn(2, 3, 16, 16), torch.tensor([1, 4])
+    signed = [GradCAM(model, layer=layer, relu=False).attribute(x, target, upsample=False) for layer in ("layer2", "relu")]
+    assert all(float(maps.min()) < 0 for maps in signed)  # else relu=False would change nothing here
+    scaled = [(m - m.amin((1, 2), keepdim=True)) / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)) for m in signed]
+    expected = (scaled[0] + F.interpolate(scaled[1][:, None], size=(8, 8), mode="bilinear")[:, 0]) / 2
+    fused = GradCAM(model, layer=["layer2", "relu"], relu=False).attribute(x, target, upsample=False)
+    assert_close(fused, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_aug_smooth_averages_the_maps_of_flipped_and_shifted_views_mapped_back():
@@ -237,3 +266,41 @@ def test_differentiable_maps_pass_gradcheck_in_float64(method):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     assert model.fc.bias.grad is None
     assert cam.attribute(x, target).grad_fn is None  # the default: detached
+
+
+def test_a_closure_over_per_image_labels_is_refused_with_the_row_by_row_rule():
+    # Score-CAM scores masked copies of one image at a time, aug_smooth all six views at once: a function that
+    # only works on the B rows of the batch fails there, with a message that says why and what to pass instead.
+    model = create_model("wrn", depth=10, width=1, num_classes=5).eval()
+    x, labels = torch.randn(2, 3, 16, 16), torch.tensor([1, 3])
+    per_image = lambda logits: logits.gather(1, labels[:, None]).squeeze(1)  # noqa: E731
+    with pytest.raises(ValueError, match=r"\(8, K\) logits, \(8,\), got \(2,\); .*each from its own row.*pass the classes"):
+        ScoreCAM(model, channel_batch_size=8).attribute(x, per_image)
+    with pytest.raises(ValueError, match=r"one score per row of its \(12, K\) logits, \(12,\), got \(2,\)"):
+        GradCAM(model, aug_smooth=True).attribute(x, lambda logits: logits[:2, 1])
+
+
+def test_differentiable_maps_are_computed_in_eval_mode_and_leave_the_running_statistics_alone():
+    torch.manual_seed(0)
+    model = create_model("wrn", depth=10, width=1, num_classes=5).train()
+    x, target = torch.randn(4, 3, 16, 16), torch.tensor([1, 3, 0, 2])
+    statistics = {name: b.clone() for name, b in model.named_buffers()}
+    maps = GradCAM(model, layer="layer2").attribute(x, target, create_graph=True)
+    assert model.training and all(m.training for m in model.modules())  # every flag restored
+    assert all(torch.equal(b, statistics[name]) for name, b in model.named_buffers())  # no running-stat update
+    model.eval()
+    assert_close(maps.detach(), GradCAM(model, layer="layer2").attribute(x, target), rtol=1e-5, atol=1e-7)
+    one = GradCAM(model.train(), layer="layer2").attribute(x[:1], target[:1], create_graph=True)
+    assert_close(one.detach(), maps[:1].detach(), rtol=1e-5, atol=1e-7)  # each image's map is its own
+
+
+def test_channel_batch_size_is_the_constructors_name_and_batch_size_the_images_per_chunk():
+    model = LinearHeadNet().eval()
+    for method in (ScoreCAM, AblationCAM):
+        cam = method(model, layer="act", channel_batch_size=2)
+        assert cam.channel_batch_size == 2
+        assert_close(cam.attribute(X, TARGET, batch_size=1), cam.attribute(X, TARGET), rtol=1e-5, atol=1e-6)
+        with pytest.raises(TypeError, match="batch_size"):
+            method(model, layer="act", batch_size=2)
+        with pytest.raises(ValueError, match="channel_batch_size must be a positive int"):
+            method(model, layer="act", channel_batch_size=0)

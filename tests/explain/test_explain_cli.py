@@ -17,6 +17,7 @@ from attnkit.engine.data_setup import data_info
 from attnkit.explain.metrics import FAITHFULNESS_KEYS
 from attnkit.explain.render import figure_size
 from attnkit.models import create_model
+from helpers import run_cli
 
 TINY = {"depth": 10, "width": 0.5}
 
@@ -103,10 +104,44 @@ def test_maps_with_every_new_method_and_faithfulness_from_a_fresh_process(runs, 
         assert all(0 <= scores[key] <= 1 for key in FAITHFULNESS_KEYS)
 
 
+def test_maps_reaches_method_options_from_a_fresh_process(runs, tmp_path):
+    # --layer, --aug-smooth (the CAM family) and --option METHOD.KEY=VALUE reach the methods: the metrics written
+    # are those of the maps computed here with the same options, and differ from the default maps'.
+    from attnkit.data import dataset_images
+    from attnkit.engine import load_model
+    from attnkit.explain import GradCAM
+    from attnkit.explain.metrics import faithfulness
+
+    out = tmp_path / "options"
+    done = run_cli("maps", "--checkpoint", runs / "teacher", "--data", "mnist5k", "--num-images", "2", "--method",
+                   "gradcam,scorecam,integrated_gradients", "--layer", "layer2,relu", "--aug-smooth", "--option",
+                   "gradcam.relu=false", "--option", "scorecam.channel_batch_size=8", "--option",
+                   "integrated_gradients.steps=4", "--no-sanity", "--out", out)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((out / "metrics.json").read_text())
+    fused = {"layer": ["layer2", "relu"], "aug_smooth": True}
+    assert saved["method_options"] == {"gradcam": {**fused, "relu": False}, "scorecam": {**fused, "channel_batch_size": 8},
+                                       "integrated_gradients": {"steps": 4}}
+    model, loaded = load_model(runs / "teacher"), dataset_images("mnist5k", 2)
+    labels = loaded.labels
+    for options, equal in (({**fused, "relu": False}, True), ({}, False)):
+        maps = GradCAM(model, **options).attribute(loaded.images, labels)
+        expected = {key: float(v.double().mean()) for key, v in faithfulness(model, loaded.images, maps, labels).items()}
+        same = all(abs(saved["metrics"]["teacher"]["gradcam"][key] - value) < 1e-5 for key, value in expected.items())
+        assert same == equal
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
         (["--data", "mnist5k", "--method", "gradcm"], "unknown attention-map method 'gradcm'; did you mean gradcam"),
+        (["--data", "mnist5k", "--method", "scorecam", "--option", "scorecam.batch_size=8"],
+         "scorecam has no option 'batch_size'; its options: layer, channel_batch_size, relu, aug_smooth, eigen_smooth"),
+        (["--data", "mnist5k", "--method", "saliency", "--layer", "layer2"], "layer apply to the CAM methods"),
+        (["--data", "mnist5k", "--method", "gradcam", "--option", "steps=3"], "--option steps=3: give METHOD.KEY=VALUE"),
+        (["--data", "mnist5k", "--method", "gradcam", "--option", "occlusion.window=4"],
+         "options given for occlusion, which is not among the methods chosen"),
+        (["--data", "mnist5k", "--method", "gradcam", "--layer", "layer7"], "no module at path 'layer7'"),
         (["--data", "nosuch"], "unknown data set 'nosuch'"),
         (["--images", "missing.png"], "no such image file or directory: missing.png"),
         (["--images", "{folder}", "--target", "label"], "target 'label' needs labelled images"),

@@ -164,3 +164,48 @@ def test_evaluate_reports_faithfulness_unless_turned_off():
 class RegionNetHead(nn.Module):
     def forward(self, features):
         return RegionNet()(features[:, :1])
+
+
+def test_blur_baseline_is_rises_kernel_with_zero_padding():
+    # RISE's insertion substrate: conv2d (zero padding 5) with gkern(11, 5), i.e. scipy's gaussian_filter (reflect
+    # mode, so the folded-back tails make it no truncated Gaussian) of an 11 x 11 delta, built here in 2-D.
+    import numpy as np
+    import scipy.ndimage
+    import torch.nn.functional as F
+
+    from attnkit.explain.metrics.faithfulness import baseline_images
+
+    delta = np.zeros((11, 11))
+    delta[5, 5] = 1.0
+    kernel = torch.from_numpy(scipy.ndimage.gaussian_filter(delta, 5)).float()
+    images = torch.randn(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    expected = F.conv2d(images, torch.diag_embed(torch.ones(3))[:, :, None, None] * kernel, padding=5)  # per channel
+    assert_close(baseline_images(images, "blur"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_target_functions_act_row_by_row_and_their_results_are_checked():
+    images = _region_images(4)
+    maps = images[:, 0]
+    by_row = lambda logits: logits[:, 0] - logits[:, 1]  # noqa: E731 (row i from row i alone: any number of rows)
+    curves = perturbation_curves(RegionNet(), images, maps, by_row, steps=4, batch_size=3)
+    assert curves.shape == (4, 5)
+    labels = torch.zeros(4, dtype=torch.long)
+    per_image = lambda logits: logits.gather(1, labels[:, None]).squeeze(1)  # noqa: E731 (4 rows only: wrong)
+    with pytest.raises(ValueError, match=r"target function failed on \(3, 2\) logits .*score any number of rows"):
+        deletion(RegionNet(), images, maps, per_image, steps=4, batch_size=3)
+    with pytest.raises(ValueError, match=r"one score per row of its \(4, K\) logits, \(4,\), got \(4, 2\)"):
+        deletion(RegionNet(), images, maps, lambda logits: logits, steps=4, batch_size=3)
+
+
+def test_average_drop_is_nan_with_a_warning_where_the_score_is_not_positive():
+    # A target function's score may be negative (a logit difference): max(0, p(x) - p(E)) / p(x) is then
+    # meaningless (once 1e36 for p(x) = -2, divided by the smallest float); it is NaN, the others stay numbers.
+    images = X.repeat(2, 1, 1, 1) * torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)  # sums 10 and -10
+    score = lambda logits: logits[:, 0] - logits[:, 1]  # noqa: E731 (= the pixel sum: 10 and -10)
+    with pytest.warns(UserWarning, match="average_drop is undefined for 1 of 2 images"):
+        drop = average_drop(SumNet(), images, MAP.repeat(2, 1, 1), score)
+    assert_close(drop[0], torch.tensor((10 - 20 / 3) / 10), rtol=1e-5) and math.isnan(drop[1])
+    with pytest.warns(UserWarning, match="undefined"):
+        every = faithfulness(SumNet(), images, MAP.repeat(2, 1, 1), score, steps=2, percentiles=(25, 50))
+    assert math.isnan(every["average_drop"][1]) and every["increase_in_confidence"].tolist() == [0.0, 1.0]
+    assert all(torch.isfinite(values).all() for key, values in every.items() if key != "average_drop")

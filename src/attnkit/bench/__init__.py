@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from collections.abc import Callable, Sequence
 
@@ -42,10 +43,12 @@ def hardware() -> dict:
     return info
 
 
-def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
-    """Rows as an aligned text table (None shows as 'n/a')."""
+def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str | Callable[[dict], str]]]) -> str:
+    """Rows as an aligned text table: each column's format string applied to its key's value, or its function
+    to the whole row (None shows as 'n/a')."""
     header = [title for _, title, _ in columns]
-    body = [[("n/a" if row.get(key) is None else fmt.format(row[key])) for key, _, fmt in columns] for row in rows]
+    body = [[("n/a" if row.get(key) is None else fmt(row) if callable(fmt) else fmt.format(row[key]))
+             for key, _, fmt in columns] for row in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -60,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="; ".join(f"{name}: {desc}" for name, (_, _, desc) in SUITES.items()) + "; all: every suite",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (median is reported)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed repeats per measurement (median is reported; explain: rounds of the fast methods)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows and hardware as JSON")
 
 
@@ -85,10 +89,13 @@ def run_suite(name: str, json_path: str | None = None, **options) -> list[dict]:
         raise KeyError(f"unknown benchmark suite {name!r}; choose from {', '.join(SUITES)}")
     run, columns, description = SUITES[name]
     print(f"attnkit bench {name}: {description}")
+    load = {"before": os.getloadavg()}  # 1, 5 and 15-minute load averages: how busy the machine was
     rows = run(**options)
+    load["after"] = os.getloadavg()
     print(format_table(rows, columns))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"suite": name, "hardware": hardware(), "options": options, "rows": rows}, f, indent=2)
+            json.dump({"suite": name, "hardware": hardware(), "load_average": load, "options": options, "rows": rows},
+                      f, indent=2)
         print(f"wrote {json_path}")
     return rows

@@ -1,6 +1,7 @@
 """Timing and peak-memory measurement shared by every benchmark suite.
 
-Times are medians over repeats after warm-up, with the device synchronised around each call. Peak memory is
+Times are medians over repeats after warm-up, with the device synchronised around each call; the calls of the
+variants compared alternate in rounds, whose paired ratios give a ratio's spread. Peak memory is
 the highest total size of live tensors allocated inside the measured call: ``torch.cuda.max_memory_allocated``
 on a GPU, PyTorch's profiler memory timeline on the CPU.
 """
@@ -12,17 +13,51 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Measurement", "compare", "mib", "peak_memory_bytes", "time_calls"]
+__all__ = ["Measurement", "compare", "mib", "peak_memory_bytes", "spread", "time_calls", "time_rounds"]
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_rounds(
+    fns: dict[str, Callable[[], object]],
+    device: torch.device,
+    min_rounds: int = 2,
+    min_seconds: float = 0.5,
+    block: int = 5,
+    settle_every_round: bool = True,
+) -> dict[str, list[list[float]]]:
+    """Wall times in seconds of each function, in interleaved rounds: each round runs every function's block of
+    ``block`` timed calls in turn (A x5, B x5, then A x5, B x5, ...); returns {name: [round: [seconds, ...]]}.
+
+    Alternating blocks expose every variant to the same drift of clocks and load, so the ratio of two variants'
+    times in one round is fair, and the rounds' ratios show how much it moves. With ``settle_every_round`` each
+    block starts with one untimed call, so that no variant pays for the allocator state another left; without,
+    only the first round does (for calls of seconds, where that state does not matter and the call would double
+    the cost). Rounds continue until there are ``min_rounds`` and ``min_seconds`` have passed.
+    """
+    rounds: dict[str, list[list[float]]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    while min(len(r) for r in rounds.values()) < min_rounds or time.perf_counter() - start < min_seconds:
+        for name, fn in fns.items():
+            if settle_every_round or not rounds[name]:
+                fn()  # untimed: warm-up, and settles the allocator after the previous variant
+                _sync(device)
+            times = []
+            for _ in range(block):
+                begin = time.perf_counter()
+                fn()
+                _sync(device)
+                times.append(time.perf_counter() - begin)
+            rounds[name].append(times)
+    return rounds
 
 
 def time_calls(
@@ -32,24 +67,19 @@ def time_calls(
     min_seconds: float = 0.5,
     block: int = 5,
 ) -> dict[str, float]:
-    """Median wall time in seconds of each function, measured in alternating blocks (A x5, B x5, A x5, ...).
+    """Median wall time in seconds of each function over at least ``min_repeats`` timed calls, measured in
+    alternating blocks (:func:`time_rounds`)."""
+    rounds = time_rounds(fns, device, -(-min_repeats // block), min_seconds, block)
+    return {name: statistics.median(t for r in rs for t in r) for name, rs in rounds.items()}
 
-    Alternating blocks expose every variant to the same drift of clocks and load, so their ratio is fair;
-    each block starts with one untimed call so that no variant pays for the allocator state another left.
-    Blocks continue until each function ran ``min_repeats`` timed calls and ``min_seconds`` have passed.
-    """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    start = time.perf_counter()
-    while min(len(t) for t in times.values()) < min_repeats or time.perf_counter() - start < min_seconds:
-        for name, fn in fns.items():
-            fn()  # untimed: warm-up, and settles the allocator after the previous variant
-            _sync(device)
-            for _ in range(block):
-                begin = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append(time.perf_counter() - begin)
-    return {name: statistics.median(t) for name, t in times.items()}
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, lower quartile, upper quartile) of ``values`` (inclusive quartiles; one value: all three)."""
+    values = list(values)
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, middle, high = statistics.quantiles(values, n=4, method="inclusive")
+    return middle, low, high
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
@@ -81,10 +111,18 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
         return None
 
 
-def compare(fns: dict[str, Callable[[], object]], device: torch.device, **timing) -> dict[str, "Measurement"]:
-    """Interleaved timing plus one peak-memory measurement per function."""
-    seconds = time_calls(fns, device, **timing)
-    return {name: Measurement(seconds[name], peak_memory_bytes(fn, device)) for name, fn in fns.items()}
+def compare(
+    fns: dict[str, Callable[[], object]], device: torch.device, min_repeats: int = 10, min_seconds: float = 0.5,
+    block: int = 5, settle_every_round: bool = True,
+) -> dict[str, "Measurement"]:
+    """Interleaved timing (:func:`time_rounds`, at least ``min_repeats`` timed calls) plus one peak-memory
+    measurement per function; each :class:`Measurement` keeps the median of every round."""
+    rounds = time_rounds(fns, device, -(-min_repeats // block), min_seconds, block, settle_every_round)
+    return {
+        name: Measurement(statistics.median(t for r in rounds[name] for t in r), peak_memory_bytes(fn, device),
+                          [statistics.median(r) for r in rounds[name]])
+        for name, fn in fns.items()
+    }
 
 
 @contextlib.contextmanager
@@ -108,8 +146,9 @@ def mib(n: int | None) -> float | None:
 
 @dataclass
 class Measurement:
-    seconds: float
+    seconds: float  # median over every timed call
     peak_bytes: int | None
+    rounds: list[float] = field(default_factory=list)  # median of each round, in order (paired across variants)
 
     @property
     def milliseconds(self) -> float:

@@ -4,8 +4,9 @@ One class per method, each called the same way (captum's style)::
 
     maps = GradCAM(model).attribute(images, target=None)   # (B, C, H, W) -> (B, H, W) at input resolution
 
-``target``: None (predicted class), an int, one class per image, or a function of the logits returning (B,)
-scores; ``layer`` (CAM family): a module path, a module, or a list of them (maps fused).
+``target``: None (predicted class), an int, one class per image, or a function of the logits scoring each row
+on its own (it also gets perturbed copies and views: :mod:`attnkit.explain._base`); ``layer`` (CAM family): a
+module path, a module, or a list of them (maps fused).
 
 =====================  =================================  ===================================================
 name                   class                              map
@@ -30,7 +31,8 @@ occlusion              :class:`Occlusion`                 score drop under a sli
 =====================  =================================  ===================================================
 
 Formulas, papers and conventions: :mod:`.cam` (gradient CAMs, Eigen-CAM, differentiable maps with
-``create_graph=True``), :mod:`.perturbation` (Score-CAM, Ablation-CAM), :mod:`.captum_methods`, :mod:`.posthoc`.
+``create_graph=True``), :mod:`.perturbation` (Score-CAM, Ablation-CAM), :mod:`.captum_methods`, :mod:`.posthoc`;
+the papers in our own words, with every deviation we chose: docs/papers.md, section 5.
 :mod:`attnkit.explain.render` draws overlays and grids (PNG), :mod:`attnkit.explain.metrics` scores maps
 (localisation, faithfulness, model-randomisation sanity check), :mod:`attnkit.explain.maps` computes and draws
 the maps of in-memory models (``attnkit maps`` runs it on saved runs through :mod:`attnkit.report.maps`).

@@ -5,11 +5,17 @@ Every method is a class bound to a model (and layer) in its constructor, with on
     maps = Method(model, layer=...).attribute(images, target=None)   # (B, C, H, W) -> (B, H, W)
 
 * ``target``: ``None`` (each image's predicted class), one ``int`` for every image, one class per image
-  (a (B,) tensor or list), or a function of the logits returning the (B,) scores to explain (captum's and
+  (a (B,) tensor or list), or a function of the logits returning the scores to explain (captum's and
   pytorch-grad-cam's custom targets, e.g. ``lambda logits: logits[:, 3] - logits[:, 5]``); methods that need
   a class index (CAM, gradient attention) refuse functions. Methods whose map does not depend on a class
   (activation maps, the model's own attention, Eigen-CAM) accept and ignore it, so that every method is called
   the same way.
+* **A target function acts row by row**: it receives (n, K) logits for any number n of rows and returns the
+  (n,) scores, row i's score computed from row i alone. n is rarely the batch: Score-CAM and Ablation-CAM
+  call it on batches of masked or ablated copies of one image, ``aug_smooth`` on all views at once, and the
+  faithfulness metrics (:mod:`attnkit.explain.metrics`) on their perturbed copies. A closure over per-image
+  labels (``lambda logits: logits.gather(1, labels[:, None])``) breaks that rule: pass ``labels`` as the target
+  instead. Its result is checked to hold one score per row.
 * ``layer`` (where a method has one): a module path as ``named_modules()`` names it (``"layer3"``), the
   module itself (``model.layer3``), or, for the CAM family, a list of them (maps fused, see
   :mod:`attnkit.explain.cam`). Paths are what is stored, so a method can be rebound to a copy of its model.
@@ -46,13 +52,14 @@ __all__ = [
     "bind_target",
     "check_images",
     "check_logits",
+    "function_scores",
     "layer_paths",
     "require_contract",
     "resolve_target",
     "target_scores",
 ]
 
-ScoreFunction = Callable[[Tensor], Tensor]  # (B, K) logits -> (B,) scores to explain
+ScoreFunction = Callable[[Tensor], Tensor]  # (n, K) logits -> (n,) scores to explain, row by row
 Target = int | Sequence[int] | Tensor | ScoreFunction | None
 LayerSpec = str | nn.Module | Sequence[str | nn.Module]
 _Result = TypeVar("_Result", Tensor, dict)
@@ -268,13 +275,30 @@ def target_scores(logits: Tensor, target: Tensor | ScoreFunction, repeats: int =
     """
     logits = check_logits(logits)
     if _is_score_function(target):
-        scores = target(logits)
-        if not isinstance(scores, Tensor) or scores.shape != (logits.shape[0],):
-            shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-            raise ValueError(f"a target function must return one score per image, ({logits.shape[0]},), got {shape}")
-        return scores
+        return function_scores(target, logits)
     classes = target.repeat(repeats) if repeats > 1 else target
     return logits.gather(1, classes.to(logits.device)[:, None]).squeeze(1)
+
+
+def function_scores(target: ScoreFunction, logits: Tensor) -> Tensor:
+    """(n, K) logits -> the (n,) scores of a target function, which must act row by row (module docstring).
+
+    >>> function_scores(lambda z: z[:, 1] - z[:, 0], torch.tensor([[1.0, 2.0], [3.0, 5.0], [0.0, 0.0]]))
+    tensor([1., 2., 0.])
+    """
+    rows = logits.shape[0]
+    rule = ("a target function must score any number of rows, each from its own row (it also gets perturbed copies "
+            "and test-time views); for one class per image pass the classes as target instead")
+    try:
+        scores = target(logits)
+    except Exception as err:  # most often a closure over per-image labels, given copies or views instead
+        raise ValueError(f"the target function failed on ({rows}, {logits.shape[1]}) logits "
+                         f"({type(err).__name__}: {err}); {rule}") from err
+    if not isinstance(scores, Tensor) or scores.shape != (rows,):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(f"a target function must return one score per row of its ({rows}, K) logits, ({rows},), "
+                         f"got {shape}; {rule}")
+    return scores
 
 
 def _detach(result: Tensor | dict[str, Tensor]) -> Tensor | dict[str, Tensor]:

@@ -13,9 +13,21 @@ Grad-CAM's channel means of the gradient, Score-CAM's softmax of masked scores, 
   with :func:`attnkit.features.output_module`), or for a model without ``forward_features`` (torchvision's, a
   ``Sequential``) the last of its traced attention points (:func:`attnkit.features.resolution_groups`), the last
   spatial map before global pooling.
-* **Several layers** are fused as pytorch-grad-cam does: each layer's map is scaled to [0, 1] per image
-  (minimum -> 0, maximum -> 1; a flat map -> 0), resized to the finest of the layers' resolutions
-  (:func:`attnkit.functional.resize_map`) and averaged, so a fused map lies in [0, 1].
+* **Several layers** are fused by this rule (:func:`fuse_layers`), applied to the maps of one batch after each
+  layer's own reduction and ReLU (with ``relu=False``, to the signed maps):
+
+  1. each layer's (B, h_i, w_i) map is scaled per image to [0, 1]: its minimum -> 0, its maximum -> 1, a flat map
+     -> all 0 (:func:`scale_per_image`);
+  2. each scaled map is resized to the size of the layer with the most positions h_i * w_i (the first such
+     layer in the order given) with :func:`attnkit.functional.resize_map` (bilinear, ``align_corners=False``);
+  3. the resized maps are averaged over the layers, with equal weights; the mean is not rescaled.
+
+  The fused map lies in [0, 1] and reaches 1 only at a position where every layer's resized map is 1 (rarely:
+  bilinear upsampling lowers a coarse layer's peak); ``upsample`` then resizes it like any map. A single layer's
+  map is not rescaled. With ``aug_smooth`` each view's maps are fused first, then the views are averaged.
+  pytorch-grad-cam's rule differs in three steps: it resizes every layer's scaled map to the input resolution
+  (not the finest layer's), rescales the mean to [0, 1] again, and adds 1e-7 to the scale's denominator (it
+  also scales single-layer maps).
 * **aug_smooth**: the map is the mean over six test-time views of each image (no flip / horizontal flip, each
   unshifted and circularly shifted by +s and -s pixels along both axes, s = max(1, min(H, W) // 16)), each view's
   map resized to the input resolution and mapped back (shift undone, flip undone) before averaging. The views
@@ -23,12 +35,13 @@ Grad-CAM's channel means of the gradient, Score-CAM's softmax of masked scores, 
   pytorch-grad-cam's default views are flips and contrast factors (ttach); shifts are ours.
 * **eigen_smooth**: the channel sum is replaced by the projection on the first principal component of the
   weighted activations (:func:`first_component`), as pytorch-grad-cam's ``eigen_smooth``.
+
+Papers, formulas and the conventions chosen (fusion, views, the sign of the component): docs/papers.md,
+sections 5.1-5.4.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +84,13 @@ def scale_per_image(maps: Tensor) -> Tensor:
 
 
 def fuse_layers(maps: list[Tensor]) -> Tensor:
-    """Several layers' (B, h_i, w_i) maps -> their mean after scaling each to [0, 1], at the finest size."""
+    """Several layers' (B, h_i, w_i) maps -> their mean after scaling each to [0, 1], at the size of the layer with
+    the most positions (the module docstring's rule); one map is returned unchanged.
+
+    >>> fuse_layers([torch.tensor([[[0.0, 2.0], [4.0, 8.0]]]), torch.tensor([[[3.0]]])])  # the 1 x 1 map is flat
+    tensor([[[0.0000, 0.1250],
+             [0.2500, 0.5000]]])
+    """
     if len(maps) == 1:
         return maps[0]
     size = max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
@@ -99,48 +118,6 @@ def smoothing_views(height: int, width: int) -> list[_View]:
     """The six aug_smooth views of (height, width) images; the identity comes first."""
     s = max(1, min(height, width) // 16)
     return [_View(flip, d, d) for flip in (False, True) for d in (0, s, -s)]
-
-
-@contextmanager
-def record_layers(model: nn.Module, paths: list[str], graph_from_layers: bool = False) -> Iterator[dict[str, Tensor]]:
-    """Record the outputs of the modules at ``paths`` during the block's forward passes, in the autograd graph.
-
-    A layer whose output does not require grad (a frozen part of the model, and images without grad) gets a
-    graph of its own: its output is replaced by a copy that does, so d score / d output always exists.
-
-    ``graph_from_layers=True`` (maps that are not differentiated further): the block's forward runs without
-    autograd up to the first recorded layer, whose hook switches it on, so the layers before it record no graph
-    (less time and memory than captum's layer methods, which record it all). Grad mode and hooks are restored
-    on exit, also after an error.
-    """
-    outputs: dict[str, Tensor] = {}
-    grad_mode = torch.is_grad_enabled()
-
-    def hook(path: str):
-        def record(module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
-            if not isinstance(output, Tensor):
-                raise TypeError(f"module {path!r} ({type(module).__name__}) returned {type(output).__name__}, not a tensor")
-            if graph_from_layers:
-                torch.set_grad_enabled(True)  # from here on: the graph from this layer to the score
-            if torch.is_grad_enabled() and not output.requires_grad:
-                output = output.detach().requires_grad_(True).clone()  # not a leaf: in-place ops after it work
-                outputs[path] = output
-                return output
-            outputs[path] = output
-            return None
-
-        return record
-
-    handles = []
-    try:
-        for path in paths:
-            handles.append(resolve_module(model, path).register_forward_hook(hook(path)))
-        with torch.set_grad_enabled(not graph_from_layers and grad_mode):
-            yield outputs
-    finally:
-        torch.set_grad_enabled(grad_mode)
-        for handle in handles:
-            handle.remove()
 
 
 class CAMMethod(AttentionMethod):

@@ -93,7 +93,7 @@ class ActivationMap(AttentionMethod):
             self.layers = default_layers(self.model, images[:1])
 
     def _maps(self, images: Tensor, layers: list[str]) -> dict[str, Tensor]:
-        capture = FeatureCapture(self.model, layers, detach=True)
+        capture = FeatureCapture(self.model, layers, detach=True, copy=True)
         with torch.no_grad(), capture:
             self.model(images)
         maps = {}

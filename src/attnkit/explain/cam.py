@@ -30,6 +30,13 @@ Grad-CAM++ alpha 0 (pytorch-grad-cam adds 1e-7 / 1e-6 to the denominators instea
 (the gradient g itself is built with ``create_graph``), so a map can be part of a training loss: its backward
 reaches the model's parameters (gradcheck-tested in float64). Gradients of the maps are second derivatives of
 the score; for ReLU networks they are those of the piecewise-linear pieces (as in Grad-CAM++'s derivation).
+Like every map, they are computed **in eval mode**, whatever the model's mode (each module's flag is restored
+afterwards): a map used as a training loss sees BatchNorm's running statistics, not the batch's, and dropout
+off, and its forward pass does not update the running statistics. (A train-mode forward here would update them
+a second time per step, and make each image's map depend on the rest of the batch.)
+
+Papers, formulas and the deviations chosen here (the factor exp(S) of Grad-CAM++, Eigen-CAM's sign):
+docs/papers.md, sections 5.1 and 5.2.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from torch import Tensor
 from .. import functional as AF
 from ..features import FeatureCapture
 from ._base import Target, bind_target, check_logits, target_scores
-from ._cam_base import CAMMethod, first_component, record_layers
+from ._cam_base import CAMMethod, first_component
 
 __all__ = ["EigenCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM", "first_component"]
 
@@ -61,7 +68,8 @@ class _GradientCAM(CAMMethod):
         batch_size: int | None = None,
         create_graph: bool = False,
     ) -> Tensor:
-        """Maps (B, C, H, W) -> (B, H, W); ``create_graph=True`` returns them in the autograd graph (a loss).
+        """Maps (B, C, H, W) -> (B, H, W); ``create_graph=True`` returns them in the autograd graph (a loss;
+        computed in eval mode like every map, see "Differentiable maps" in the module docstring).
 
         Other arguments as :meth:`attnkit.explain.AttentionMethod.attribute`.
         """
@@ -75,12 +83,12 @@ class _GradientCAM(CAMMethod):
         paths = self._paths(images)
         with torch.enable_grad():  # also when the caller is under no_grad: the method needs dS/dA
             # Differentiable maps need the graph through the whole model; plain maps only from the layer on.
-            with record_layers(self.model, paths, graph_from_layers=not create_graph) as outputs:
+            # copy=True: the forward goes on from a copy of A, so in-place operations after the layer (a BatchNorm's
+            # ReLU(inplace=True)) change the copy, not A; graph_root: A requires grad even for a frozen model.
+            capture = FeatureCapture(self.model, paths, graph_root=True, copy=True, graph_from_layers=not create_graph)
+            with capture:
                 logits = check_logits(self.model(images))  # (V B, K)
-            missing = [p for p in paths if p not in outputs]
-            if missing:
-                raise RuntimeError(f"modules {missing} did not run in the forward pass, so nothing was captured")
-            activations = [outputs[p] for p in paths]
+            activations = capture.ordered()
             for path, a in zip(paths, activations):
                 self._check_layer_output(path, a)
             bound = bind_target(target, logits[: images.shape[0] // repeats])  # classes of the unchanged view
@@ -196,7 +204,7 @@ class EigenCAM(CAMMethod):
 
     def _weighted_activations(self, images: Tensor, target: Any, repeats: int, create_graph: bool) -> list[Tensor]:
         paths = self._paths(images)
-        capture = FeatureCapture(self.model, paths, detach=True)
+        capture = FeatureCapture(self.model, paths, detach=True, copy=True)  # A as the layer returned it
         with torch.no_grad(), capture:
             self.model(images)
         activations = capture.ordered()

@@ -14,6 +14,8 @@ input resolution. Notation: x the image, S(x) the score explained (target-class 
 * Guided Backpropagation (Springenberg et al., ICLR-W 2015): the input gradient with every ``nn.ReLU`` module
   passing back only positive gradients; max_c |.| (as saliency). ReLUs called as functions (``F.relu``) are
   not changed (captum's limitation).                   -> ``captum.attr.GuidedBackprop``
+
+Papers and formulas: docs/papers.md, section 5.5.
 """
 
 from __future__ import annotations

@@ -139,7 +139,9 @@ def explain_models(
         sanity: also run the model-randomisation check (one more map computation per method and model).
         faithful: also score the maps' faithfulness (deletion, insertion, average drop, increase in confidence,
             ROAD; about 60 forward passes per image, batched).
-        method_options: {method name: constructor keyword arguments}, e.g. {"activation": {"p": 4}}.
+        method_options: {method name: constructor keyword arguments}, e.g. {"activation": {"p": 4}} (checked
+            and built from CAM-wide options by :func:`attnkit.explain.options.method_options`); written into
+            ``metrics.json``.
         max_rows: images shown per figure (evenly spaced through ``images``).
         batch_size: chunk size for the map computations.
         details: more entries for ``metrics.json`` (where the models and images came from).
@@ -170,6 +172,7 @@ def explain_models(
         "images": int(images.shape[0]),
         "target": _describe_target(target),
         "methods": list(methods),
+        "method_options": {name: dict(values) for name, values in (method_options or {}).items()},
         "metrics": _json_safe(metrics),
         "skipped": report.skipped,
         "figures": [str(path.relative_to(out_dir)) for path in report.paths()],

@@ -9,6 +9,7 @@
 "score_t" is the target class's logit (or a target function's value, for saliency and occlusion). For a
 GAP + linear head, d score_t / d A_k = w_{t,k} / (h w) everywhere, so Grad-CAM = HiResCAM = ReLU(CAM) / (h w)
 (:mod:`attnkit.explain.cam`). captum's hooks are removed after every call, also when it fails.
+Papers and formulas: docs/papers.md, section 5 (its table).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class CAM(AttentionMethod):
         if self.layer is None:
             features = self.model.forward_features(images)
             return features, self.model.get_classifier(), self.model.forward_head(features)
-        capture = FeatureCapture(self.model, [self.layer], detach=True)
+        capture = FeatureCapture(self.model, [self.layer], detach=True, copy=True)
         with capture:
             logits = self.model(images)
         (features,) = capture.ordered()

@@ -99,6 +99,7 @@ def explain_runs(
     faithful: bool = False,
     max_rows: int = 8,
     batch_size: int | None = None,
+    method_options: dict[str, dict] | None = None,
 ) -> MapsReport:
     """``attnkit maps``: maps of one run (or several side by side) on image files or a data set's test images.
 
@@ -118,7 +119,7 @@ def explain_runs(
         device: ``auto``, ``cpu``, ``cuda``...
         target: ``"label"`` (the true class; needs ``data``), ``"predicted"``, or a class index;
             None = ``"label"`` when labels are known, else ``"predicted"``.
-        sanity, max_rows, batch_size: as in :func:`attnkit.explain.maps.explain_models`.
+        sanity, max_rows, batch_size, method_options: as in :func:`attnkit.explain.maps.explain_models`.
         faithful: also the faithfulness metrics (``attnkit maps`` turns them on; off by default here because the
             HTML report, which does not show them yet, runs this on hundreds of images: about 60 forward passes
             and 18 sparse solves per image, method and model).
@@ -163,5 +164,5 @@ def explain_runs(
     return explain_models(
         models, loaded.images.to(dev), methods, out_dir, mean=loaded.mean, std=loaded.std, target=chosen,
         labels=loaded.labels, classes=loaded.classes or info.get("classes"), boxes=loaded.boxes, sanity=sanity,
-        faithful=faithful, max_rows=max_rows, batch_size=batch_size, details=details,
+        faithful=faithful, max_rows=max_rows, batch_size=batch_size, details=details, method_options=method_options,
     )

@@ -20,7 +20,8 @@ road_lerf               higher      mean p with the 10..90% least relevant pixel
 randomization_spearman  lower       rank correlation of the maps before / after re-initialising the weights
 ======================  ==========  =======================================================================
 
-p is the softmax probability of the explained class (module docstrings give every formula).
+p is the softmax probability of the explained class (module docstrings give every formula; the papers and
+the choices made: docs/papers.md, sections 5.6 and 5.7).
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ def evaluate(
     ``energy_in_box`` (mean share); with ``faithful`` the means of every :func:`faithfulness` metric
     (``deletion``, ``insertion``, ``average_drop``, ``increase_in_confidence``, ``road_morf``, ``road_lerf``;
     they cost 2 x 20 + 1 + 18 forward passes per image, batched, and score the explained class, or the
-    predicted one for class-free maps); with ``sanity`` ``randomization_spearman``, the mean correlation of the
-    maps before and after re-initialising every weight at once (lower is better; NaN-valued images, whose maps
-    were constant, are left out of the mean). ``maps`` may hold maps already computed for some methods
+    predicted one for class-free maps; images whose average drop is undefined, NaN, are left out of its mean);
+    with ``sanity`` ``randomization_spearman``, the mean correlation of the maps before and after
+    re-initialising every weight at once (lower is better; NaN-valued images, whose maps were constant, are
+    left out of the mean). ``maps`` may hold maps already computed for some methods
     ({name: (B, H, W)}, with the same ``target``), which are then not computed again.
     """
     images = check_images(images)
@@ -118,7 +120,7 @@ def evaluate(
             scores["energy_in_box"] = float(energy_in_box(method_maps, boxes).double().mean())
         if faithful:
             for key, values in faithfulness(method.model, images, method_maps, classes, seed=seed).items():
-                scores[key] = float(values.double().mean())
+                scores[key] = _mean(values)  # average_drop is NaN where a target function's score is <= 0
         if sanity:
             check = randomization_check(method, images, classes if method.uses_target else None, seed=seed,
                                         maps=method_maps, batch_size=batch_size)

@@ -10,12 +10,16 @@ channels. Per image values come back as (B,) tensors; :func:`faithfulness` compu
   floor(k N / steps) of the N pixels are replaced by the baseline (deletion) or, starting from the baseline,
   put back (insertion); the score is the area under p_0 .. p_steps over the changed fraction in [0, 1]
   (trapezoid rule). Deletion: lower is better; insertion: higher. Baselines: ``"zeros"`` (0, the data set's
-  mean colour for normalised images; RISE's deletion default), ``"blur"`` (Gaussian blur, kernel 11, sigma 5,
-  zero padding: RISE's insertion default), ``"mean"`` (each image's channel means) or a tensor.
+  mean colour for normalised images; RISE's deletion default), ``"blur"`` (RISE's insertion default: each
+  channel convolved, with zero padding, with RISE's 11 x 11 kernel, ``scipy.ndimage.gaussian_filter`` of a
+  centred delta with sigma 5 -- a Gaussian whose tails are folded back into the window by the filter's reflect
+  mode, not a truncated one), ``"mean"`` (each image's channel means) or a tensor.
 * **Average Drop / Increase in Confidence** (Chattopadhay et al., "Grad-CAM++", WACV 2018): the explanation
   image E = b + m ⊙ (x - b), m = the map scaled to [0, 1] per image (minimum -> 0), b the baseline (zeros);
   Average Drop = max(0, p(x) - p(E)) / p(x) (lower is better), Increase in Confidence = 1 where p(E) > p(x)
-  (higher is better). The paper reports their means x 100.
+  (higher is better). The paper reports their means x 100. Average Drop is a relative drop of a probability:
+  with a target function whose score p(x) is 0 or negative it is undefined, and those images get NaN (with a
+  warning) rather than a number divided by ~0; Increase in Confidence compares any scores.
 * **ROAD** (Rong et al., ICML 2022): at each percentile q of ``percentiles`` the q% most relevant (MoRF) or
   least relevant (LeRF) pixels are removed and filled by noisy linear imputation
   (:func:`attnkit.explain.metrics.road.noisy_linear_imputation`); the score is the mean of p over the
@@ -24,7 +28,11 @@ channels. Per image values come back as (B,) tensors; :func:`faithfulness` compu
 
 Speed: all perturbed copies of all images and steps go through the model in batches of ``batch_size`` (one
 stream for all metrics in :func:`faithfulness`; the unperturbed images run once and give both the classes and
-p(x), which are also the curves' end points), without gradients, in eval mode.
+p(x), which are also the curves' end points), without gradients, in eval mode. A target function is called on
+(n, K) logits of perturbed copies, n the number of copies in a batch, and must score each row on its own
+(:mod:`attnkit.explain`); its result is checked to hold one score per row.
+
+Formulas, papers and the choices made here: docs/papers.md, section 5.6.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import warnings
+
+import numpy as np
+import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,7 +51,7 @@ from torch import Tensor, nn
 from ...features import eval_mode
 from ...functional import resize_map
 from ...validation import check_int
-from .._base import Target, _per_image_targets, bind_target, check_images, check_logits
+from .._base import Target, _per_image_targets, bind_target, check_images, check_logits, function_scores
 from .._cam_base import scale_per_image
 from .localisation import check_maps
 from .road import noisy_linear_imputation
@@ -58,7 +70,16 @@ __all__ = [
 
 Baseline = str | Tensor
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # the paper's removal percentages
-_BLUR_SIZE, _BLUR_SIGMA = 11, 5.0  # RISE's insertion substrate
+_BLUR_SIZE, _BLUR_SIGMA = 11, 5.0  # RISE's insertion substrate: gkern(11, 5) of its evaluation code
+
+
+def blur_kernel(size: int = _BLUR_SIZE, sigma: float = _BLUR_SIGMA) -> Tensor:
+    """RISE's blur kernel as a (size,) vector k, the 2-D kernel being outer(k, k): ``gaussian_filter`` of a centred
+    delta (mode ``"reflect"``, so the tails beyond the window fold back in and k sums to 1). The filter is
+    separable and the delta is the outer product of two 1-D deltas, so the 1-D filter of a 1-D delta gives k."""
+    delta = np.zeros(size)
+    delta[size // 2] = 1.0
+    return torch.from_numpy(scipy.ndimage.gaussian_filter1d(delta, sigma, mode="reflect"))
 
 
 def auc(curves: Tensor) -> Tensor:
@@ -76,9 +97,8 @@ def baseline_images(images: Tensor, baseline: Baseline) -> Tensor:
     if baseline == "mean":
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
     if baseline == "blur":
-        offsets = torch.arange(_BLUR_SIZE, dtype=images.dtype, device=images.device) - _BLUR_SIZE // 2
-        kernel = torch.exp(-offsets.pow(2) / (2 * _BLUR_SIGMA**2))
-        kernel = (kernel / kernel.sum()).view(1, 1, 1, -1).repeat(images.shape[1], 1, 1, 1)  # (C, 1, 1, k)
+        kernel = blur_kernel().to(images.dtype).to(images.device).view(1, 1, 1, -1)
+        kernel = kernel.repeat(images.shape[1], 1, 1, 1)  # (C, 1, 1, k): rows, then columns (separable)
         rows = F.conv2d(images, kernel, padding=(0, _BLUR_SIZE // 2), groups=images.shape[1])
         return F.conv2d(rows, kernel.transpose(2, 3), padding=(_BLUR_SIZE // 2, 0), groups=images.shape[1])
     raise ValueError(f"baseline must be 'zeros', 'blur', 'mean' or a tensor, got {baseline!r}")
@@ -116,9 +136,10 @@ class _Setting:
         return check_logits(self.model(x)).float()
 
     def _scores(self, logits: Tensor, images: Tensor) -> Tensor:
+        """(n, K) logits of copies of the images ``images`` (n,) -> their (n,) p."""
         if isinstance(self.target, Tensor):
             return logits.softmax(dim=1).gather(1, self.target[images][:, None]).squeeze(1)
-        return self.target(logits).float()
+        return function_scores(self.target, logits).float()  # checked: one score per row
 
     def run(self, groups: Sequence[_Copies]) -> list[Tensor]:
         """The scores of every copy of every group, through the model in batches of ``batch_size``."""
@@ -218,12 +239,21 @@ def _confidence(model, images, maps, target, baseline, batch_size) -> tuple[Tens
 
 
 def _drop(original: Tensor, explained: Tensor) -> Tensor:
-    return (original - explained).clamp_min(0) / original.clamp_min(torch.finfo(original.dtype).tiny)
+    """max(0, p(x) - p(E)) / p(x); NaN, with a warning, where p(x) <= 0 (a target function's score)."""
+    defined = original > 0
+    if not bool(defined.all()):
+        warnings.warn(
+            f"average_drop is undefined for {int((~defined).sum())} of {original.numel()} images whose score p(x) "
+            "is not positive (a target function's value rather than a probability); they are NaN", stacklevel=3,
+        )
+    drop = (original - explained).clamp_min(0) / torch.where(defined, original, torch.ones_like(original))
+    return torch.where(defined, drop, torch.full_like(drop, float("nan")))
 
 
 def average_drop(model: nn.Module, images: Tensor, maps: Tensor, target: Target = None, *,
                  baseline: Baseline = "zeros", batch_size: int = 256) -> Tensor:
-    """(B,) max(0, p(x) - p(E)) / p(x), E the image seen through the map (lower is better; module docstring)."""
+    """(B,) max(0, p(x) - p(E)) / p(x), E the image seen through the map (lower is better; NaN where p(x) <= 0;
+    module docstring)."""
     return _drop(*_confidence(model, images, maps, target, baseline, batch_size))
 
 

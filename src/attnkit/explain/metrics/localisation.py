@@ -7,6 +7,7 @@
 
 Boxes are (B, 4) int64 ``x0, y0, x1, y1`` in pixels with exclusive ends (the data API's format, e.g.
 ``load_dataset("cluttered-mnist").boxes``); maps must be at the images' resolution (``upsample=True``).
+docs/papers.md, section 5.7.
 
 >>> maps = torch.zeros(2, 4, 4); maps[0, 1, 1] = 1.0; maps[1, 3, 3] = 1.0
 >>> boxes = torch.tensor([[0, 0, 2, 2], [0, 0, 2, 2]])

@@ -7,6 +7,7 @@ weighted mean of its 8 neighbours inside the image (weight 1/6 for the 4 sharing
 diagonal ones), where removed neighbours are themselves unknowns. That is one sparse linear system per image
 (solved exactly with SciPy's sparse LU), after which N(0, noise^2) noise is added to the filled pixels, every
 channel alike solved separately. pytorch-grad-cam's ``NoisyLinearImputer`` uses the same weights.
+The metric built on it, and the choices made: docs/papers.md, section 5.6.
 """
 
 from __future__ import annotations

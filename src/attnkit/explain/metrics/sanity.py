@@ -4,7 +4,7 @@ Re-initialise the model's weights and compare each image's map before and after 
 A map that stays the same (correlation near 1) does not depend on what the model learned, so it explains
 nothing. Two procedures: ``cascade=False`` re-initialises every weight at once; ``cascade=True``
 re-initialises the model's top-level parameterised children cumulatively from the output down (classifier
-first, then the last stage, ...), giving one correlation per step.
+first, then the last stage, ...), giving one correlation per step. docs/papers.md, section 5.7.
 """
 
 from __future__ import annotations
