@@ -8,7 +8,7 @@ import shutil
 
 from attnkit.data import load_dataset
 from attnkit.engine import RunDir
-from helpers import run_cli, write_image_folder
+from helpers import run_cli
 
 
 def _one_line(done, *expected: str) -> None:

@@ -122,7 +122,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append ``line`` and a newline to a text file and flush it to disk (errors name the file).
 
     Not atomic: a kill or a full disk during the append can leave a torn last line, which readers of such logs
-    must drop (see ``attnkit.engine.run_log.read_metrics``).
+    must drop (see ``attnkit.engine.rundir.read_metrics``).
     """
     with naming(path), open(path, "a") as f:
         f.write(line + "\n")

@@ -29,7 +29,7 @@ def _recipe_and_overrides(items: Sequence[str]) -> tuple[dict | None, list[str]]
 
 def _train(args: argparse.Namespace) -> None:
     from .engine import ConfigError, config_from_dict, train
-    from .engine.terms import plan_terms
+    from .engine.terms import TERMS, plan_terms
     from .recipes import apply_overrides
 
     recipe, overrides = _recipe_and_overrides(args.items)
@@ -45,9 +45,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
     if args.command == "distill" and not plan.terms:
-        from .engine.terms import TERMS
-
-        weights = ", ".join(f"distill.{t.weight}" for t in TERMS.values())
+        weights = ", ".join(key for term in TERMS.values() for key in term.weights)
         raise ConfigError("distill", f"nothing to distil: set distill.teacher and at least one of {weights} "
                                      "(e.g. distill.at_beta=1000)")
     args.run_dir = config.out  # an interruption points at it
@@ -167,13 +165,14 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _recipes(args: argparse.Namespace) -> None:
+    from .engine.methods import term_labels
     from .recipes import list_recipes
 
     infos = list_recipes(args.pattern)
     if not infos:
         raise KeyError(f"no packaged recipe matches {args.pattern!r}; `attnkit recipes` lists them all")
     width = max(len(info.name) for info in infos)
-    terms = {info.name: "+".join(info.terms) or "-" for info in infos}
+    terms = {info.name: "+".join(term_labels(info.distill)) or "-" for info in infos}
     terms_width = max(6, *map(len, terms.values()))
     print(f"{'recipe':<{width}}  {'model':<17} {'data':<8} {'terms':<{terms_width}}  paper (source)")
     for info in infos:
@@ -200,9 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe_help = ("a recipe, packaged (a name such as cifar10/wrn_16_2; see `attnkit recipes`) or a YAML file, and/or "
                    "section.key=value overrides, e.g. optim.lr=0.05 data.name=cifar10")
-    for name, summary in (("train", "train a model (teacher, baseline or trainable-attention model)"),
-                          ("distill", "train a student from a frozen teacher with AT / KD / F-ActT / gradient AT")):
-        sub = commands.add_parser(name, help=summary, description=summary + ". " + recipe_help + ".")
+    from .engine.terms import TERMS
+
+    terms = ", ".join(f"{t.name} ({t.weight})" for t in TERMS.values())
+    for name, summary, detail in (
+            ("train", "train a model (teacher, baseline or trainable-attention model)", ""),
+            ("distill", "train a student from a frozen teacher with distillation loss terms",
+             f"; each term is on when its distill.* weight is > 0: {terms}")):
+        sub = commands.add_parser(name, help=summary, description=summary + detail + ". " + recipe_help + ".")
         sub.add_argument("items", nargs="*", metavar="RECIPE|KEY=VALUE", help=recipe_help)
         sub.add_argument("--resume", action="store_true",
                          help="continue the run in out=DIR from its newest checkpoint, with its own config.yaml")

@@ -21,6 +21,7 @@ from .functional.attention import Reduction
 from .functional.cam import CAMMethodName
 from .functional.checks import check_pairs, check_weights
 from .functional.transfer import Mode
+from .validation import is_int
 
 __all__ = [
     "ATLoss",
@@ -77,7 +78,7 @@ class ATLoss(nn.Module):
 class KDLoss(nn.Module):
     """Soft-target distillation ``T^2 * KL(teacher || student)``; see :func:`attnkit.functional.kd_loss`.
 
-    For Hinton's ``(1 - alpha) * CE + alpha * KD`` mixture use :func:`attnkit.functional.distillation_loss`.
+    Hinton's ``(1 - alpha) * CE + alpha * KD`` mixture is the engine's (``distill.kd_alpha``, :mod:`attnkit.engine.terms`).
     ``standardize=True`` z-scores both logits first (logit standardisation, Sun et al. 2024; T = 2 there).
     """
 
@@ -261,7 +262,7 @@ class HintRegressor(nn.Module):
 
 def _chw(shape: Sequence[int], what: str) -> tuple[int, int, int]:
     shape = tuple(shape)
-    if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+    if len(shape) != 3 or not all(is_int(n) and n > 0 for n in shape):
         raise ValueError(f"{what} must be a (C, H, W) triple of positive ints, got {shape!r}")
     return shape  # type: ignore[return-value]
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from attnkit.engine import load_model, load_run_info, save_weights
-from attnkit.engine.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
+from attnkit.engine.checkpoint import atomic_write
+from attnkit.engine.rundir import RunDir
 from attnkit.models import create_model
 
 INFO = {"model": "wrn_16_1", "model_kwargs": {}, "num_classes": 3, "in_chans": 1, "input_size": [1, 16, 16]}
@@ -55,19 +56,19 @@ def test_truncated_weights_file(tmp_path):
 def test_checkpoint_pointer_and_cleanup(tmp_path):
     model = create_model("wrn_16_1", num_classes=3, in_chans=1)
     state = {"optimizer": {"x": torch.ones(2)}, "note": "a"}
-    save_checkpoint(tmp_path, model, INFO, state, epoch=1, step=5)
-    save_checkpoint(tmp_path, model, INFO, state, epoch=2, step=0)
-    assert latest_checkpoint(tmp_path) == {"epoch": 2, "step": 0, "weights": "ckpt-0002-000000.safetensors",
+    RunDir(tmp_path).save_checkpoint(model, INFO, state, epoch=1, step=5)
+    RunDir(tmp_path).save_checkpoint(model, INFO, state, epoch=2, step=0)
+    assert RunDir(tmp_path).checkpoint_pointer() == {"epoch": 2, "step": 0, "weights": "ckpt-0002-000000.safetensors",
                                            "state": "ckpt-0002-000000.pt"}
     assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-0002-000000.pt", "ckpt-0002-000000.safetensors"]
-    weights, loaded = load_checkpoint(tmp_path)
+    weights, loaded = RunDir(tmp_path).load_checkpoint()
     assert loaded["epoch"] == 2 and torch.equal(loaded["optimizer"]["x"], torch.ones(2))
     # A pointer naming files of another step (a hand-edited run directory) is refused.
     pointer = json.loads((tmp_path / "checkpoint.json").read_text())
     pointer["step"] = 7
     (tmp_path / "checkpoint.json").write_text(json.dumps(pointer))
     with pytest.raises(ValueError, match="disagree"):
-        load_checkpoint(tmp_path)
+        RunDir(tmp_path).load_checkpoint()
 
 
 def test_run_directory_errors(tmp_path):

@@ -1,6 +1,7 @@
 import pytest
 
 from attnkit.engine import ConfigError, RunConfig, apply_overrides, config_from_dict, config_to_dict, load_recipe
+from attnkit.engine.terms import plan_terms
 
 
 def test_round_trip_and_defaults():
@@ -74,9 +75,9 @@ def test_recipe_file(tmp_path):
 
 
 def test_needs_teacher_and_double_backprop_flags():
-    assert not RunConfig().distill.needs_teacher
-    config = config_from_dict({"distill": {"kd_alpha": 0.9, "flip_beta": 0.5}})
-    assert config.distill.needs_teacher and config.distill.double_backprop
+    assert not plan_terms(RunConfig().distill).needs_teacher
+    plan = plan_terms(config_from_dict({"distill": {"kd_alpha": 0.9, "flip_beta": 0.5}}).distill)
+    assert plan.needs_teacher and plan.double_backprop
 
 
 def test_recipe_inherits_from_a_base(tmp_path):
@@ -138,3 +139,19 @@ def test_kd_weight_beyond_one_needs_an_explicit_ce_weight():
     with pytest.raises(ConfigError, match="set distill.ce_weight"):
         config_from_dict({"distill": {"kd_alpha": 9}})
     assert config_from_dict({"distill": {"kd_alpha": 9, "ce_weight": 0.1}}).distill.ce_weight == 0.1
+
+
+def test_a_schedule_that_would_make_the_ce_weight_negative_is_refused():
+    """kd_alpha 0.9 raised by gamma 1.2 at epoch 2 would weigh CE by 1 - 1.08 < 0 from then on."""
+    values = {"optim": {"epochs": 4}, "distill": {"kd_alpha": 0.9,
+                                                    "kd_schedule": {"kind": "step", "milestones": [2], "gamma": 1.2}}}
+    with pytest.raises(ConfigError, match="raises kd_alpha=0.9 to 1.08 within 4 epochs") as info:
+        config_from_dict(values)
+    assert info.value.key == "distill.kd_schedule"
+    values["optim"]["epochs"] = 2  # the milestone is never reached
+    assert config_from_dict(values).distill.kd_schedule.max_factor(2) == 1.0
+    values["distill"]["ce_weight"] = 0.1  # CE weighed on its own: the mixture no longer applies
+    values["optim"]["epochs"] = 4
+    assert config_from_dict(values).distill.ce_weight == 0.1
+    values["distill"] = {"kd_alpha": 0.5, "kd_schedule": {"kind": "step", "milestones": [1, 2], "gamma": 1.4}}
+    assert config_from_dict(values).distill.kd_schedule.max_factor(4) == pytest.approx(1.96)  # 0.98 <= 1

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from attnkit.cli import main
-from attnkit.engine import DistillConfig, config_from_dict
+from attnkit.engine import DistillConfig, RunDir, config_from_dict
+from attnkit import functional as AF
+from attnkit.engine.layer_pairs import batch_norms_after
 from attnkit.engine.methods import METHODS, method_overrides, method_values
 from attnkit.engine.objective import Objective
-from attnkit.engine.rundir import load_checkpoint
 from attnkit.engine.terms import TERMS, plan_terms
-from attnkit.features import default_pairs
+from attnkit.features import FeatureCapture, default_pairs
 from attnkit.losses import KDLoss
 from attnkit.models import create_model
 
@@ -43,7 +44,7 @@ def test_every_method_of_the_table_distils_from_the_command_line(label, tmp_path
     names = terms_of(label)
     assert names and set(names) <= set(record["train"])  # each term logged under its name
     assert all(torch.isfinite(torch.tensor(record["train"][n])) for n in names)
-    state = load_checkpoint(out)[1]
+    state = RunDir(out).load_checkpoint()[1]
     objective_keys = list(state["objective"])
     student_params = sum(1 for _ in create_model("wrn", depth=10, width=0.5, num_classes=10, in_chans=1).parameters())
     if label == "FitNets":  # the regressor is checkpointed and optimised (one momentum buffer per parameter)
@@ -64,6 +65,33 @@ def test_cam_transfer_from_a_fresh_process(tmp_path, teacher_run):
     bad = subprocess.run([*args[:-3], "distill.cam_beta=1", "compile=true", f"out={tmp_path / 'c2'}"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error: compile: torch.compile cannot be used with double-backprop" in bad.stderr
+    inner = subprocess.run([*args, "distill.cam_layers=[layer2:layer2]", f"out={tmp_path / 'c3'}"],
+                           capture_output=True, text=True, timeout=300)
+    assert inner.returncode == 2 and inner.stderr.splitlines() == [
+        "attnkit distill: error: distill.cam_layers: the student's batch norm 'layer3.0.bn1' lies between the CAM layer 'layer2' and "
+        "the logits: in training its batch statistics mix the other images into each image's Grad-CAM; pair a layer "
+        "after the last batch norm (null: the output of forward_features)"]
+
+
+def test_a_train_mode_batch_norm_after_a_cam_layer_mixes_the_batch_into_each_map():
+    """Why inner CAM layers are refused: with layer3's batch norms after layer2, image 0's Grad-CAM gradient
+    changes when only image 1 changes; after the last batch norm (the default layer, relu) it does not."""
+    torch.manual_seed(0)
+    student = create_model("wrn", depth=10, width=0.5, num_classes=5).train()
+    x, labels = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+
+    def gradient_of_image_0(path, batch):
+        with FeatureCapture(student, [path]) as captured:
+            scores = student(batch).gather(1, labels[:, None])[:, 0]
+        return AF.score_gradients([captured[path]], scores)[0][0]
+
+    other = torch.cat([x[:1], torch.randn(1, 3, 16, 16)])
+    assert not torch.allclose(gradient_of_image_0("layer2", x), gradient_of_image_0("layer2", other))
+    assert torch.allclose(gradient_of_image_0("relu", x), gradient_of_image_0("relu", other))
+    example = torch.zeros(1, 3, 16, 16)
+    assert batch_norms_after(student, "layer2", example) == ["layer3.0.bn1", "layer3.0.bn2", "bn"]
+    assert batch_norms_after(student, "relu", example) == []
+    assert student.training and all(m.training for m in student.modules())  # modes restored
 
 
 def test_default_layer_rules_follow_repdistiller_on_wrn_and_vgg():

@@ -10,9 +10,12 @@ import torch
 from torch import nn
 
 import attnkit.engine.memory_format as memory_format
-from attnkit.engine import RunConfig, RunDir, train
+from attnkit import functional as AF
+from attnkit.engine import DistillConfig, RunConfig, RunDir, train
 from attnkit.engine.checkpoint import load_weights
 from attnkit.engine.memory_format import choose_channels_last
+from attnkit.engine.setup import probe_step
+from attnkit.engine.terms import plan_terms
 
 
 def random_clock(monkeypatch):
@@ -100,3 +103,21 @@ def test_probe_alternates_the_formats_on_copies(monkeypatch, durations, expected
     assert memory_format.probe_channels_last(model, torch.randn(2, 3, 8, 8), lambda m, x: m(x).sum().backward()) is expected
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
     assert model[0].weight.grad is None and model[0].weight.is_contiguous()
+
+
+@pytest.mark.parametrize("settings, double", [({"cam_beta": 1.0}, True), ({"grad_at_beta": 1.0}, True),
+                                              ({"at_beta": 1.0}, False)])
+def test_the_memory_format_probe_takes_the_kind_of_step_the_run_takes(settings, double):
+    """A run with CAM transfer alone trains through a gradient of the student (class maps): its probe must too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    x = torch.randn(2, 3, 6, 6)
+    plan = plan_terms(DistillConfig(**settings))
+    assert plan.double_backprop is double
+    probe_step(plan, torch.device("cpu"), None)(model, x)
+    probed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
+    (logits.sum() + (grad.pow(2).sum() if double else 0)).backward()
+    for a, p in zip(probed, model.parameters()):
+        assert torch.allclose(a, p.grad)

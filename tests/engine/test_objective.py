@@ -117,3 +117,21 @@ def test_schedule_factors_weigh_every_term_and_the_ce_mixture():
     assert late.terms["kd"].item() == pytest.approx(0.35 * plain.terms["kd"].item(), rel=1e-6)
     assert early.terms["ce"].item() == pytest.approx((1 - 0.09) * ce.item(), rel=1e-6)  # w_CE = 1 - alpha * factor
     assert late.terms["ce"].item() == pytest.approx((1 - 0.9 * 0.35) * ce.item(), rel=1e-6)
+
+
+def test_flipped_pass_leaves_the_running_statistics_of_a_sync_bn_converted_model_alone():
+    """sync_bn converts the student after the objective is built: the flipped pass must use the new norm layers."""
+    from attnkit.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("wrn", depth=10, width=0.5, num_classes=5)
+    reference = create_model("wrn", depth=10, width=0.5, num_classes=5)
+    reference.load_state_dict(student.state_dict())
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+    objective = Objective(plan_terms(DistillConfig(flip_beta=1.0)), student.train())
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)  # new modules (no process group: plain BN)
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    objective(converted, None, x, y)
+    reference.train()(x)
+    for (name, a), b in zip(converted.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name  # running statistics moved once, by x alone

@@ -21,7 +21,7 @@ from torch import nn
 from attnkit.cli import main
 from attnkit.engine import ConfigError, Trainer, load_recipe
 from attnkit.engine.checkpoint import write_yaml
-from attnkit.engine.run_log import read_metrics
+from attnkit.engine.rundir import read_metrics
 
 TINY = ["data.name=mnist5k", "data.train_limit=128", "data.test_limit=32", "data.batch_size=32", "model.name=wrn",
         "model.kwargs={depth: 10, width: 0.5}", "optim.epochs=2", "checkpoint_every_steps=2", "progress=false",

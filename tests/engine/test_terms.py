@@ -8,8 +8,8 @@ from torch import nn
 from attnkit.engine import DistillConfig
 from attnkit.engine import terms as terms_module
 from attnkit.engine.objective import Objective
-from attnkit.engine.terms import Term, plan_terms, register_term
-from helpers import toy_cnn
+from attnkit.engine.terms import TERMS, Term, plan_terms, register_term
+from helpers import run_cli, toy_cnn
 
 
 def test_plan_follows_the_weights():
@@ -55,3 +55,10 @@ def test_learnable_parameters_and_checkpoint_state_of_the_objective():
     assert torch.equal(objective.losses["fact"].adapters[0].weight, torch.ones(8, 4, 1, 1))
     with pytest.raises(ValueError, match="need a teacher"):
         Objective(plan_terms(DistillConfig(kd_alpha=0.9)), student)
+
+
+def test_distill_help_and_its_no_term_error_list_the_term_table():
+    help_text = " ".join(run_cli("distill", "--help").stdout.split())
+    assert all(f"{t.name} ({t.weight})" in help_text for t in TERMS.values())
+    done = run_cli("distill")
+    assert done.returncode == 2 and all(key in done.stderr for t in TERMS.values() for key in t.weights)

@@ -1,12 +1,12 @@
 """The training loop on synthetic in-memory data (tiny WRNs, a few steps)."""
 
 import json
+import warnings
 
 import pytest
 import torch
 
-from attnkit.engine import ConfigError, RunConfig, Trainer, build_run, load_model
-from attnkit.engine.checkpoint import latest_checkpoint, load_checkpoint
+from attnkit.engine import ConfigError, RunConfig, RunDir, Trainer, build_run, load_model
 from helpers import TensorBatches, blob_data
 
 TRAIN, TEST = blob_data(256, size=16), blob_data(128, size=16, seed=1)
@@ -114,7 +114,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
     crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=12)  # epoch 2, step 5 (after a checkpoint at 3)
     with pytest.raises(Crash):
         trainer(config(tmp_path / "b"), train=crashing).fit()
-    assert latest_checkpoint(tmp_path / "b")["epoch"] == 1 and latest_checkpoint(tmp_path / "b")["step"] == 3
+    assert RunDir(tmp_path / "b").checkpoint_pointer()["epoch"] == 1 and RunDir(tmp_path / "b").checkpoint_pointer()["step"] == 3
     resumed = trainer(config(tmp_path / "b"), resume=True)
     resumed.fit()
     for key, value in reference.run.model.state_dict().items():
@@ -138,8 +138,8 @@ def test_divergence_stops_and_never_checkpoints_non_finite_weights(tmp_path):
     config.checkpoint_every_steps = 1  # a checkpoint after every step: none of them may hold inf or NaN
     with pytest.raises(FloatingPointError, match="NaN or inf in epoch 1"):
         fit(config)
-    if latest_checkpoint(tmp_path / "run") is not None:
-        weights, _ = load_checkpoint(tmp_path / "run")
+    if RunDir(tmp_path / "run").checkpoint_pointer() is not None:
+        weights, _ = RunDir(tmp_path / "run").load_checkpoint()
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 
@@ -255,3 +255,23 @@ def test_weight_schedules_follow_the_lr_clock_and_resume_exactly(tmp_path, teach
     resumed.fit()
     for key, value in reference.run.model.state_dict().items():
         torch.testing.assert_close(resumed.run.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_resuming_a_flip_run_of_another_attnkit_version_warns_once_naming_it(tmp_path):
+    config = make_config(tmp_path / "run", epochs=2, flip_beta=1.0)
+    config.checkpoint_every_steps = 3
+    crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=5)
+    with pytest.raises(Crash):
+        trainer(config, train=crashing).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same version: no warning
+        trainer(config, resume=True).run.release()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    info["versions"]["attnkit"] = "0.0.9"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            trainer(config, resume=True).run.release()
+    (warning,) = [w for w in caught if "attnkit 0.0.9" in str(w.message)]
+    assert "this is attnkit" in str(warning.message) and "distill.flip_beta" in str(warning.message)

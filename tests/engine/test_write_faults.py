@@ -100,3 +100,24 @@ def test_a_fault_at_every_write_point_resumes_to_identical_weights(tmp_path):
         identical.append(name)
     print(f"\n{len(identical)}/{len(cases)} write points: resume identical")
     assert len(identical) == len(cases)
+
+
+def test_a_run_with_scheduled_loss_weights_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """The flip term's weight warms up and decays linearly step by step; killed (SIGKILL) right after the
+    checkpoint in the middle of epoch 2 (step 2 of 4), the resumed run continues the schedule where it was: same weights, same terms."""
+    scheduled = [*ARGS, "distill.flip_beta=0.5", "distill.flip_schedule={kind: linear, warmup_epochs: 0.5}"]
+    runs = {name: tmp_path / name for name in ("reference", "killed")}
+    reference, killed = run_commands([
+        [Command(["train", *scheduled, f"out={runs['reference']}"])],
+        [Command(["train", *scheduled, f"out={runs['killed']}"], "after:checkpoint.json:3"),
+         Command(["resume", runs["killed"]])],
+    ])
+    assert reference[0].returncode == 0, reference[0].stderr[-2000:]
+    assert killed[0].returncode == -signal.SIGKILL, killed[0].stderr[-2000:]
+    assert killed[1].returncode == 0 and "at epoch 2, step 2" in killed[1].stdout, killed[1].stderr[-2000:]
+    expected, weights = (load_file(runs[name] / "model.safetensors") for name in ("reference", "killed"))
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
+    records = {name: [json.loads(line)["train"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+               for name, out in runs.items()}
+    assert [r["flip"] for r in records["killed"]] == [r["flip"] for r in records["reference"]]
+    assert all(r["flip"] > 0 for r in records["reference"])

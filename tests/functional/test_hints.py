@@ -102,3 +102,9 @@ def test_hint_module_trains_its_regressors_and_the_student_never_the_teacher():
 def test_bad_input(student, teacher, regressor, kwargs, message):
     with pytest.raises(ValueError, match=message):
         hint_loss(student, teacher, regressor, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(True, 4, 4), (8, 4), (8, 0, 4), (8.0, 4, 4)])
+def test_hint_loss_refuses_a_layer_shape_that_is_not_three_positive_ints(shape):
+    with pytest.raises(ValueError, match="student_shape must be a \\(C, H, W\\) triple of positive ints"):
+        HintLoss([shape], [(8, 4, 4)])

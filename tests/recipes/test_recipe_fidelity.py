@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from attnkit.engine import config_from_dict
-from attnkit.engine.methods import METHODS
+from attnkit.engine.methods import METHODS, Method, term_labels
 from attnkit.engine.terms import TERMS, plan_terms
 from attnkit.features import default_pairs
 from attnkit.models import create_model
-from attnkit.recipes import _TERMS, _term_labels, list_recipes, load_recipe
+from attnkit.recipes import list_recipes, load_recipe
 
 RECIPES = list_recipes()
 # RepDistiller's feature lists of the CIFAR models, as attnkit module paths.
@@ -113,11 +113,12 @@ def test_every_crd_pair_has_a_recipe_per_method_with_its_published_number():
         for method, label in (("at", "AT"), ("kd", "KD"), ("sp", "SP"), ("nst", "NST"), ("fitnets", "FitNets"),
                               ("dkd", "DKD"), ("lskd", "LS-KD")):
             info = crd[f"{pair}_{method}"]
-            assert info.terms == (label,) and info.paper.startswith("top-1 ") and "(R)" not in info.paper
+            assert term_labels(info.distill) == (label,) and info.paper.startswith("top-1 ") and "(R)" not in info.paper
 
 
 def test_recipes_name_their_terms_with_the_method_tables_labels():
     for label, method in METHODS.items():  # a recipe with a method's settings is listed under its label
-        assert "+".join(_term_labels(method.settings)) == ("" if label == "CE" else label)
-    for keys in _TERMS.values():
-        assert all(any(key in t.weights for t in TERMS.values()) for key in keys)
+        assert term_labels(method.settings) == (() if label == "CE" else (label,))
+    assert term_labels({"flip_beta": 1.0, "at_beta": 1000.0}) == ("AT", "flip")  # flip: no method, its term's name
+    assert not Method("flip", {"flip_beta": 1.0}, "", "").needs_teacher  # from its terms, not from having settings
+    assert Method("T", {"kd_temperature": 2.0}, "", "").terms == () and METHODS["AT+KD"].needs_teacher

@@ -10,6 +10,8 @@ import yaml
 
 from attnkit.cli import main
 from attnkit.engine import ConfigError, config_from_dict
+from attnkit.engine.methods import term_labels
+from attnkit.engine.terms import plan_terms
 from attnkit.models import is_model
 from attnkit.recipes import apply_overrides, find_recipe, list_recipes, load_recipe, recipe_names
 
@@ -37,23 +39,23 @@ def test_recipe_is_valid_and_cites_its_figure(info):
     assert is_model(config.model.name) and (info.model, info.data) == (config.model.name, config.data.name)
     assert info.title and info.paper and info.source  # what it trains, the figure it reproduces, where from
     assert info.paper == "not reported" or "%" in info.paper
-    if config.distill.needs_teacher:
+    if plan_terms(config.distill).needs_teacher:
         # The header names the recipe that trains the teacher, and that recipe writes the run the recipe reads.
         teacher = config_from_dict(load_recipe(info.teacher))
         assert config.distill.teacher == teacher.out
         assert config.distill.teacher_model == teacher.model.name  # a wrong checkpoint is refused, not used
     else:
-        assert info.teacher is None and info.terms == ()
+        assert info.teacher is None and term_labels(info.distill) == ()
 
 
 def test_header_fields_read_by_hand():
     info = BY_NAME["cifar100/resnet8x4_from_resnet32x4_kd"]
-    assert (info.model, info.data, info.terms, info.teacher) == ("resnet8x4", "cifar100", ("KD",), "cifar100/resnet32x4")
+    assert (info.model, info.data, term_labels(info.distill), info.teacher) == ("resnet8x4", "cifar100", ("KD",), "cifar100/resnet32x4")
     assert (info.paper, info.source) == ("top-1 73.33%", "Tian et al. 2020, CRD benchmark, Table 1")
     # "(R)" marks before the source do not end the figure or the source.
     att2 = BY_NAME["attention/ltpa_vgg_att2_cifar10"]
     assert (att2.paper, att2.source) == ("test error 5.23% (R)", "Jetley et al. 2018, Table 1")
-    assert BY_NAME["cifar10/wrn_16_1_from_wrn_16_2_at_kd"].terms == ("AT", "KD")
+    assert term_labels(BY_NAME["cifar10/wrn_16_1_from_wrn_16_2_at_kd"].distill) == ("AT+KD",)
 
 
 def test_list_recipes_takes_a_shell_pattern():

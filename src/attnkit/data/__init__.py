@@ -25,8 +25,16 @@
 """
 
 from . import cifar, cluttered, folder, idx, mnist5k, svhn  # noqa: F401  (each registers its data sets)
-from ._dataset import (DATA_ENV, DataSet, ImageTensors, data_root, fixed_subset, list_datasets, load_dataset,
-                       register_dataset)
+from ._dataset import (
+                       DATA_ENV,
+                       DataSet,
+                       ImageTensors,
+                       data_root,
+                       fixed_subset,
+                       list_datasets,
+                       load_dataset,
+                       register_dataset,
+)
 from ._download import MIRROR_ENV, ChecksumError, DownloadError, UnsafeArchiveError
 from .cluttered import load_cluttered_mnist
 from .folder import IMAGE_EXTENSIONS, ImageFolderData, folder_layout, load_image_folder

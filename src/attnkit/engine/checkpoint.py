@@ -13,10 +13,11 @@ import io
 import json
 import platform
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 import yaml
 from safetensors import safe_open
@@ -24,6 +25,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from .. import __version__
 from .._files import atomic_write, write_bytes
 
 __all__ = [
@@ -39,17 +41,6 @@ __all__ = [
     "write_text",
     "write_yaml",
 ]
-
-# Functions that moved to .rundir with the run directory's layout; still importable from here.
-_MOVED = ("latest_checkpoint", "load_checkpoint", "load_model", "load_run_info", "save_checkpoint")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from . import rundir
-
-        return getattr(rundir, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 METADATA_KEY = "attnkit"
 
@@ -79,10 +70,6 @@ def write_yaml(path: str | Path, value: Any) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions recorded with every run."""
-    import numpy
-
-    from .. import __version__
-
     return {"attnkit": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 

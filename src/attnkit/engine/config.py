@@ -30,16 +30,15 @@ from typing import Any, Literal
 from ..data.folder import Channels
 from ..data.folder_setup import Normalization
 from ..data.loader import PadMode
-from ..functional.attention import Reduction
-from ..functional.cam import CAMMethodName
-from ..functional.transfer import Mode
 
 # Reading recipe files (``base:`` chains, packaged names) and ``key=value`` overrides belongs to attnkit.recipes;
 # they are re-exported here so that ``from attnkit.engine.config import load_recipe`` keeps working.
 from ..recipes import ConfigError, apply_overrides, load_recipe
 from ..validation import choices, describe_choices, is_int, is_real, suggest
-from .optim import OptimizerName, ScheduleName, WeightSchedule
+from .distill_config import DistillConfig
+from .optim import OptimConfig, WeightSchedule
 from .runtime import DEFAULT_DDP_TIMEOUT, Precision, parse_device
+from .terms import TERMS, plan_terms
 
 __all__ = [
     "ConfigError",
@@ -80,84 +79,6 @@ class DataConfig:
     workers: int = 4  # folders: decoding processes (DataLoader workers)
     train_limit: int | None = None  # train on a fixed random subset of N images, the same for every seed (quick runs)
     test_limit: int | None = None  # evaluate on a fixed random subset of N test images
-
-
-@dataclass
-class OptimConfig:
-    name: OptimizerName = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = False  # Nesterov momentum (Residual Attention Network's CIFAR recipe)
-    weight_decay: float = 5e-4  # L2 penalty (5e-4 CIFAR, 1e-4 ImageNet)
-    epochs: int = 200  # training epochs
-    schedule: ScheduleName = "step"  # step | cosine | constant
-    milestones: list[float] = field(default_factory=lambda: [60, 120, 160])  # step: epochs at which lr *= gamma
-    gamma: float = 0.2  # step: decay factor
-    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
-    grad_clip: float | None = None  # clip the gradient norm to this value (None = off)
-
-
-@dataclass
-class DistillConfig:
-    """The loss terms added to cross-entropy (``attnkit.engine.terms``); each is on when its weight is > 0.
-
-    Every term ``<name>`` also has ``<name>_schedule`` (a :class:`~attnkit.engine.optim.WeightSchedule`, constant
-    by default), the multiplier of its weight over training: ``distill.at_schedule: {kind: step, milestones:
-    [60, 120, 160], gamma: 0.2}``; ``distill.dkd_schedule: {warmup_epochs: 20, per: epoch}``.
-    """
-
-    teacher: str | None = None  # teacher run directory, .safetensors file or PyTorch .pt/.pth state dict
-    teacher_model: str | None = None  # teacher architecture (as model.name) for a `teacher` file without attnkit metadata
-    teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments of teacher_model, e.g. {depth: 16}
-    layers: list[str] | None = None  # "student:teacher" module path pairs of AT, F-ActT, NST; None = by resolution
-    ce_weight: float | None = None  # weight of CE with the labels; None = 1 - kd_alpha (Hinton's mixture); LS-KD: 0.1
-    at_beta: float = 0.0  # activation attention transfer weight (paper: 1000); 0 = off
-    at_p: float = 2.0  # exponent of the attention function F_sum^p
-    at_mode: Mode = "code"  # code (published numbers) | paper (beta/2 * p-norm)
-    at_reduction: Reduction = "mean"  # mean/sum = F_sum^p, max = F_max^p
-    kd_alpha: float = 0.0  # knowledge distillation weight alpha in (1-alpha)*CE + alpha*KD (paper: 0.9); 0 = off
-    kd_temperature: float = 4.0  # KD softmax temperature T
-    kd_standardize: bool = False  # z-score the logits of KD and DKD first (logit standardisation, Sun et al. 2024)
-    fact_beta: float = 0.0  # full activation transfer (F-ActT) weight; 0 = off
-    grad_at_beta: float = 0.0  # gradient-based attention transfer weight (double backprop); 0 = off
-    flip_beta: float = 0.0  # flip-invariance of the input gradient (L_sym); 0 = off; needs no teacher
-    sp_beta: float = 0.0  # similarity-preserving KD weight (Tung & Mori 2019: 3000); 0 = off
-    sp_layers: list[str] | None = None  # SP's pairs; None = the deepest pair by resolution (RepDistiller's feat[-2])
-    nst_beta: float = 0.0  # neuron selectivity transfer weight (RepDistiller, mdistiller: 50) on distill.layers; 0 = off
-    dkd_alpha: float = 0.0  # decoupled KD: weight of TCKD (Zhao et al. 2022: 1); DKD is on when dkd_alpha or dkd_beta > 0
-    dkd_beta: float = 0.0  # decoupled KD: weight of NCKD (paper: 8; 1 to 8 per teacher-student pair)
-    dkd_temperature: float = 4.0  # DKD softmax temperature T
-    hint_beta: float = 0.0  # FitNets hint weight (RepDistiller, mdistiller: 100); 0 = off
-    hint_layers: list[str] | None = None  # hint pairs; None = the middle resolution group of each network
-    hint_relu: bool = True  # end the hint regressor with a ReLU (RepDistiller's ConvReg); false for signed features
-    cam_beta: float = 0.0  # CAM transfer weight: the student matches the teacher's Grad-CAM of the true class; 0 = off
-    cam_layers: list[str] | None = None  # CAM pairs; None = each network's forward_features layer (else its last group)
-    cam_method: CAMMethodName = "gradcam"  # gradcam (channel weights) | hirescam (element-wise weights)
-    kd_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # multiplier of kd_alpha over training
-    at_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of at_beta (AT+KD: decayed with the lr)
-    fact_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of fact_beta
-    grad_at_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of grad_at_beta
-    flip_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of flip_beta
-    sp_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of sp_beta
-    nst_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of nst_beta
-    dkd_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of DKD (paper: warm-up over 20 epochs)
-    hint_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of hint_beta
-    cam_schedule: WeightSchedule = field(default_factory=WeightSchedule)  # of cam_beta
-
-    # Which terms are on, and what they need, is decided by the term table (.terms); these ask it.
-    @property
-    def needs_teacher(self) -> bool:
-        """Some term that is on learns from the teacher."""
-        from .terms import plan_terms
-
-        return plan_terms(self).needs_teacher
-
-    @property
-    def double_backprop(self) -> bool:
-        """Some term that is on trains through a gradient of the student (input gradients, class maps)."""
-        from .terms import plan_terms
-
-        return plan_terms(self).double_backprop
 
 
 @dataclass
@@ -317,10 +238,10 @@ def validate(config: RunConfig) -> None:
     _require(o.warmup_epochs >= 0, "optim.warmup_epochs", f"must be >= 0, got {o.warmup_epochs}")
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
     _require(list(o.milestones) == sorted(o.milestones), "optim.milestones", f"must be increasing, got {o.milestones}")
-    _validate_distill(k)
-    _require(not (config.compile and k.double_backprop), "compile",
-             "torch.compile cannot be used with double-backprop terms (distill.grad_at_beta, distill.flip_beta, "
-             "distill.cam_beta)")
+    _validate_distill(k, o.epochs)
+    double = ", ".join(f"distill.{t.weight}" for t in TERMS.values() if t.double_backprop)
+    _require(not (config.compile and plan_terms(k).double_backprop), "compile",
+             f"torch.compile cannot be used with double-backprop terms ({double})")
     if config.device != "auto":
         try:
             parse_device(config.device)
@@ -331,9 +252,7 @@ def validate(config: RunConfig) -> None:
     _require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", f"must be >= 0, got {config.checkpoint_every_steps}")
 
 
-def _validate_distill(k: DistillConfig) -> None:
-    from .terms import TERMS
-
+def _validate_distill(k: DistillConfig, epochs: int) -> None:
     for term in TERMS.values():
         for key in term.weights:
             _require(getattr(k, key) >= 0, f"distill.{key}", f"must be >= 0, got {getattr(k, key)}")
@@ -342,11 +261,18 @@ def _validate_distill(k: DistillConfig) -> None:
     if k.ce_weight is None:
         _require(0 <= k.kd_alpha <= 1, "distill.kd_alpha", f"must be in [0, 1], got {k.kd_alpha} "
                                                            "(or set distill.ce_weight to weigh CE and KD separately)")
+        # A schedule may raise a weight (gamma > 1): w_CE = 1 - sum of the mixed weights must stay >= 0 throughout.
+        mixed = [(t, getattr(k, t.weight) * getattr(k, t.schedule).max_factor(epochs))
+                 for t in TERMS.values() if t.mixes_with_ce and getattr(k, t.weight) > 0]
+        for term, peak in mixed:
+            _require(sum(p for _, p in mixed) <= 1, f"distill.{term.schedule}",
+                     f"raises {term.weight}={getattr(k, term.weight)} to {peak:g} within {epochs} epochs, which makes the "
+                     f"cross-entropy weight 1 - {term.weight} negative; keep gamma <= 1 or set distill.ce_weight")
     else:
         _require(k.ce_weight >= 0, "distill.ce_weight", f"must be >= 0 or null, got {k.ce_weight}")
     for key in ("kd_temperature", "dkd_temperature", "at_p"):
         _require(getattr(k, key) > 0, f"distill.{key}", f"must be > 0, got {getattr(k, key)}")
-    for key in ("layers", "sp_layers", "hint_layers", "cam_layers"):
+    for key in dict.fromkeys(t.layers for t in TERMS.values() if t.layers is not None):  # each pairs field once
         _validate_pairs(getattr(k, key), f"distill.{key}")
 
 

@@ -7,9 +7,9 @@ them and the model, and only then builds the loaders in that format (:func:`buil
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -12,7 +12,11 @@ Layer pairs are not part of a method: each term has its own default rule (``dist
 group; ``sp_layers``: the deepest group; ``hint_layers``: the middle group; ``cam_layers``: the output of
 ``forward_features``), which RepDistiller's choices for CIFAR follow; set the keys to override them.
 A method is applied by merging :func:`method_values` into a recipe (or :func:`method_overrides` on the command
-line); the other ``distill`` settings of the recipe (its teacher, its layers) stay.
+line); the other ``distill`` settings of the recipe (its teacher, its layers) stay. :func:`term_labels` names the
+terms that ``distill`` settings switch on by this table's labels (``attnkit recipes`` prints them):
+
+>>> term_labels({"at_beta": 1000, "kd_alpha": 0.9}), term_labels({"kd_alpha": 9, "kd_standardize": True})
+(('AT+KD',), ('LS-KD',))
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["METHODS", "Method", "method_overrides", "method_values"]
+from .terms import TERMS, Term
+
+__all__ = ["METHODS", "Method", "method_overrides", "method_values", "term_labels"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,14 @@ class Method:
     note: str = ""  # settings that are attnkit's own choice
 
     @property
+    def terms(self) -> tuple[Term, ...]:
+        """The loss terms its settings switch on, in the term table's order."""
+        return _terms_on(self.settings)
+
+    @property
     def needs_teacher(self) -> bool:
-        return bool(self.settings)
+        """Some term it switches on learns from a teacher."""
+        return any(t.needs_teacher for t in self.terms)
 
 
 _KD = {"kd_alpha": 0.9, "kd_temperature": 4.0}
@@ -78,6 +90,27 @@ def method_values(label: str) -> dict[str, Any]:
 def method_overrides(label: str) -> list[str]:
     """``["distill.key=value", ...]`` for ``label``, as ``attnkit train ... key=value`` takes them."""
     return [f"distill.{key}={_yaml_scalar(value)}" for key, value in _method(label).settings.items()]
+
+
+def term_labels(distill: Mapping[str, Any]) -> tuple[str, ...]:
+    """The terms ``distill`` settings (a recipe's section) switch on, each named by the method of :data:`METHODS`
+    that switches on that term alone (the one whose switches, e.g. LS-KD's ``kd_standardize``, the settings also
+    set, if several), else by the term's name (flip); terms that together make one method of the table (AT+KD) are
+    named by it."""
+    on = _terms_on(distill)
+    together = [m.label for m in METHODS.values() if len(on) > 1 and m.terms == on]
+    return tuple(together[:1]) or tuple(_label(term, distill) for term in on)
+
+
+def _terms_on(distill: Mapping[str, Any]) -> tuple[Term, ...]:
+    return tuple(t for t in TERMS.values() if any((distill.get(key) or 0) > 0 for key in t.weights))
+
+
+def _label(term: Term, distill: Mapping[str, Any]) -> str:
+    alone = [m for m in METHODS.values() if m.terms == (term,)]
+    switches = lambda m: {k: v for k, v in m.settings.items() if isinstance(v, bool)}  # noqa: E731
+    fitting = [m for m in alone if all(distill.get(k, False) == v for k, v in switches(m).items())]
+    return max(fitting, key=lambda m: len(switches(m))).label if fitting else term.name
 
 
 def _method(label: str) -> Method:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.batchnorm import _NormBase
 
 from .. import functional as AF
 from ..features import FeatureCapture, LayerPair
@@ -121,8 +121,10 @@ class Objective(nn.Module):
         self.student_capture = FeatureCapture(student, student_paths) if student_paths else None
         self.teacher_capture = FeatureCapture(teacher, feature_paths, detach=True) if feature_paths else None
         self.teacher_map_capture = FeatureCapture(teacher, map_paths, graph_root=True) if map_paths else None
-        # The flipped pass must not move the running statistics (a training batch updates them once).
-        self._norms = [m for m in student.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        # The flipped pass must not move the running statistics (a training batch updates them once). Its norm
+        # modules are looked up on the model the step calls (see _norms_of), never taken here: SyncBatchNorm
+        # conversion and DDP wrapping after set-up replace them.
+        self._norms: tuple[nn.Module | None, list[nn.Module]] = (None, [])
 
     # Hooks live as long as the objective is in use: `with objective:` around training and evaluation.
     def __enter__(self) -> Objective:
@@ -204,7 +206,7 @@ class Objective(nn.Module):
         In train mode the batch norms run on copies of their running statistics, dropped afterwards: the pass on
         x updates the real ones once, and no in-place update reaches a tensor this pass's graph saved.
         """
-        originals = [(m, {n: getattr(m, n) for n in _RUNNING if getattr(m, n) is not None}) for m in self._norms]
+        originals = [(m, {n: getattr(m, n) for n in _RUNNING if getattr(m, n) is not None}) for m in self._norms_of(student)]
         for module, buffers in originals if student.training else []:
             for name, buffer in buffers.items():
                 setattr(module, name, buffer.clone())
@@ -215,6 +217,13 @@ class Objective(nn.Module):
             for module, buffers in originals:
                 for name, buffer in buffers.items():
                     setattr(module, name, buffer)
+
+    def _norms_of(self, model: nn.Module) -> list[nn.Module]:
+        """The norm layers with running statistics of ``model`` as the step calls it (wrapped, SyncBN-converted)."""
+        if self._norms[0] is not model:
+            norms = [m for m in model.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+            self._norms = (model, norms)
+        return self._norms[1]
 
     @staticmethod
     def upgrade_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -20,15 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-if TYPE_CHECKING:
-    from .config import OptimConfig
-
 __all__ = [
+    "OptimConfig",
     "OptimizerName",
     "ScheduleKind",
     "ScheduleName",
@@ -65,6 +63,14 @@ class WeightSchedule:
         """The factor is 1 throughout (the default): the weight is used as it is."""
         return self.kind == "constant" and self.warmup_epochs == 0
 
+    def max_factor(self, epochs: float) -> float:
+        """The largest factor over a run of ``epochs`` epochs: 1, or gamma^k after the k-th milestone reached when
+        gamma > 1 (warm-up and the cosine and linear decays only lower it)."""
+        if self.kind != "step":
+            return 1.0
+        reached = sum(m < epochs for m in self.milestones)
+        return max(self.gamma ** k for k in range(reached + 1))
+
     def factor(self, epoch: float, epochs: float, step: float = 0.0) -> float:
         """Multiplier at fractional ``epoch`` of a run of ``epochs`` epochs.
 
@@ -83,6 +89,21 @@ class WeightSchedule:
         else:
             decay = 1.0
         return warmup * decay
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerName = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum (Residual Attention Network's CIFAR recipe)
+    weight_decay: float = 5e-4  # L2 penalty (5e-4 CIFAR, 1e-4 ImageNet)
+    epochs: int = 200  # training epochs
+    schedule: ScheduleName = "step"  # step | cosine | constant
+    milestones: list[float] = field(default_factory=lambda: [60, 120, 160])  # step: epochs at which lr *= gamma
+    gamma: float = 0.2  # step: decay factor
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
+    grad_clip: float | None = None  # clip the gradient norm to this value (None = off)
 
 
 def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -12,15 +12,18 @@ the user names that spec again (``model.name=SPEC`` / ``distill.teacher_model=SP
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..models._external import check_named_spec
 from .config import ConfigError, RunConfig, config_from_dict, config_to_dict
 from .rundir import RunDir
 
-__all__ = ["RESUME_NEUTRAL", "check_named_models", "check_resumable", "config_differences", "resume_config"]
+__all__ = ["RESUME_NEUTRAL", "check_named_models", "check_resumable", "config_differences", "resume_config",
+           "warn_other_version"]
 
 # Settings that may change between a run and its resumption without changing the result.
 # data.root and distill.teacher may point at the moved folder or file: the folder is checked against the run's
@@ -41,6 +44,35 @@ def check_resumable(run_dir: RunDir, config: RunConfig) -> None:
     if differences:
         raise ConfigError("resume", f"the config differs from {run_dir.file(run_dir.CONFIG)} at {', '.join(differences)}; "
                                     f"continue the run as it was with: attnkit resume {run_dir.path}")
+
+
+# Settings whose arithmetic changed during the 0.1 line: a run written by another version continues with this
+# version's, so its resumed epochs differ from what that version would have computed.
+_CHANGED_ARITHMETIC = (
+    (lambda c: c.distill.flip_beta > 0, "distill.flip_beta (flip(x) now runs in a forward pass of its own, normalised "
+                                        "by its own batch statistics)"),
+    (lambda c: c.distill.at_beta > 0 and c.distill.at_mode == "paper",
+     "distill.at_mode=paper (beta is now divided by each layer's map size, as the paper's section 4.1 sets it)"),
+)
+
+_WARNED: set[tuple[str, str]] = set()  # (run directory, version) warned about in this process
+
+
+def warn_other_version(run_dir: RunDir, config: RunConfig) -> None:
+    """Warn (once per run directory and process) when the run was written by another attnkit version and uses a
+    setting whose arithmetic changed, naming that version and the settings."""
+    try:
+        written = run_dir.info().versions.get("attnkit")
+    except (FileNotFoundError, ValueError):  # stopped before run.json was written: nothing recorded to compare
+        return
+    changed = [what for applies, what in _CHANGED_ARITHMETIC if applies(config)]
+    key = (str(run_dir.path.resolve()), written)
+    if written is None or written == __version__ or not changed or key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(f"{run_dir.path} was written by attnkit {written}; this is attnkit {__version__}, whose arithmetic "
+                  f"differs for {'; '.join(changed)}: the resumed epochs follow attnkit {__version__}",
+                  UserWarning, stacklevel=3)
 
 
 def check_named_models(run_dir: RunDir, config: RunConfig, named: Mapping[str, Any]) -> None:

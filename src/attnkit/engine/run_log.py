@@ -4,7 +4,7 @@ Only the main process (rank 0) writes. The progress bar is shown on a terminal a
 TTY or the environment variable CI is set (``progress: true|false`` overrides).
 
 ``metrics.jsonl`` is appended to, a line per epoch, so a kill or a full disk during an append can leave a torn
-last line: readers drop it (:func:`read_metrics`), and a resumed run rewrites the file without it, with a note.
+last line: readers drop it (:func:`.rundir.read_metrics`), and a resumed run rewrites the file without it, with a note.
 Any other line that is not a record is an error naming the file and the line.
 """
 
@@ -16,17 +16,15 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm import tqdm
 
 from .._files import append_line
 from .checkpoint import write_json, write_text
+from .rundir import RunDir, parse_metrics, read_metrics
 
-if TYPE_CHECKING:
-    from .rundir import RunDir
-
-__all__ = ["RunLog", "progress_enabled", "read_metrics"]
+__all__ = ["RunLog", "progress_enabled"]
 
 
 def progress_enabled(setting: bool | str) -> bool:
@@ -63,7 +61,7 @@ class RunLog:
         """On resume: forget records of epochs after the checkpoint (they will be run again)."""
         if not self.enabled or not self.path.is_file():
             return
-        records, torn = _parse_metrics(self.path)
+        records, torn = parse_metrics(self.path)
         if torn is not None:
             self.message(f"note: dropped the incomplete last line of {self.path} (line {torn}): the run was stopped "
                          "while writing it")
@@ -94,41 +92,6 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file, oldest first ([] if there is none).
-
-    A torn last line (the run was killed, or the disk filled, while appending it) is left out; any other line
-    that is not a JSON record with an ``epoch`` raises a ``ValueError`` naming the file and the line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return _parse_metrics(path)[0]
-
-
-def _parse_metrics(path: Path) -> tuple[list[dict[str, Any]], int | None]:
-    """(the records, the number of a torn last line that was left out, or None)."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError:  # a torn multi-byte character can only be at the very end
-        lines = path.read_bytes().decode("utf-8", "replace").split("\n")
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    records, torn = [], None
-    for index, (number, line) in enumerate(numbered):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if index == len(numbered) - 1:  # the last line: an append that did not finish
-                torn = number
-                break
-            raise ValueError(f"{path} line {number} is not a JSON record ({err.msg}, column {err.colno}); the file "
-                             "was edited or damaged: delete that line") from None
-        if not (isinstance(record, dict) and isinstance(record.get("epoch"), int)):
-            raise ValueError(f"{path} line {number} is not an epoch record (no integer 'epoch'); the file was edited")
-        records.append(record)
-    return records, torn
 
 
 def _tensorboard_writer(log_dir: Path):

@@ -36,11 +36,10 @@ from .checkpoint import check_state_dict, load_weights, save_state, save_weights
 from .config import RunConfig, config_from_dict, config_to_dict
 from .run_info import RunInfo, is_passed_in, passed_in_name, qualified_name
 from .run_lock import LOCK_FILE, RunLock
-from .run_log import read_metrics
 from .state_files import clean_state_dict, is_torch_file, load_torch_state_dict
 
-__all__ = ["RunDir", "RunInfo", "Weights", "latest_checkpoint", "load_checkpoint", "load_model", "load_run_info",
-           "is_passed_in", "passed_in_name", "qualified_name", "read_weights_file", "save_checkpoint", "weights_file"]
+__all__ = ["RunDir", "RunInfo", "Weights", "is_passed_in", "load_model", "load_run_info", "parse_metrics",
+           "passed_in_name", "qualified_name", "read_metrics", "read_weights_file", "weights_file"]
 
 # How a user names a recorded spec to allow it (models._external.check_named_spec); SPEC is filled in.
 NAME_A_RECORDED_SPEC = (f"pass model_name='SPEC' to load_model in Python, or run attnkit eval, maps or report with "
@@ -313,17 +312,36 @@ def load_run_info(path: str | Path, weights: Weights = "final") -> dict[str, Any
     return info
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, info: Mapping[str, Any], state: Mapping[str, Any],
-                    epoch: int, step: int) -> None:
-    """:meth:`RunDir.save_checkpoint` of the directory ``run_dir``."""
-    RunDir(run_dir).save_checkpoint(model, info, state, epoch, step)
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file, oldest first ([] if there is none).
+
+    A torn last line (the run was killed, or the disk filled, while appending it) is left out; any other line
+    that is not a JSON record with an ``epoch`` raises a ``ValueError`` naming the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return parse_metrics(path)[0]
 
 
-def latest_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
-    """:meth:`RunDir.checkpoint_pointer` of the directory ``run_dir``."""
-    return RunDir(run_dir).checkpoint_pointer()
-
-
-def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """:meth:`RunDir.load_checkpoint` of the directory ``run_dir``."""
-    return RunDir(run_dir).load_checkpoint()
+def parse_metrics(path: Path) -> tuple[list[dict[str, Any]], int | None]:
+    """(the records, the number of a torn last line that was left out, or None)."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:  # a torn multi-byte character can only be at the very end
+        lines = path.read_bytes().decode("utf-8", "replace").split("\n")
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    records, torn = [], None
+    for index, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if index == len(numbered) - 1:  # the last line: an append that did not finish
+                torn = number
+                break
+            raise ValueError(f"{path} line {number} is not a JSON record ({err.msg}, column {err.colno}); the file "
+                             "was edited or damaged: delete that line") from None
+        if not (isinstance(record, dict) and isinstance(record.get("epoch"), int)):
+            raise ValueError(f"{path} line {number} is not an epoch record (no integer 'epoch'); the file was edited")
+        records.append(record)
+    return records, torn

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,23 +24,31 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import functional as AF
-from ..features import LayerPair, default_pairs, pair_layers
+from .._files import remove_stale_temporaries
 from ..models import check_model_name, create_model
 from ..models._external import check_named_spec, is_spec
-from .._files import remove_stale_temporaries
 from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
 from .data_setup import DataSource, build_loaders, load_data
+from .layer_pairs import layer_pairs
 from .memory_format import Source, choose_channels_last
 from .model_checks import check_forward
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
-from .resume import check_resumable
+from .resume import check_resumable, warn_other_version
 from .run_lock import RunDirLocked, RunLock
-from .rundir import (RunDir, RunInfo, is_passed_in, load_model, load_run_info, passed_in_name, qualified_name,
-                     weights_file)
-from .state_files import file_sha256
+from .rundir import (
+    RunDir,
+    RunInfo,
+    is_passed_in,
+    load_model,
+    load_run_info,
+    passed_in_name,
+    qualified_name,
+    weights_file,
+)
 from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
+from .state_files import file_sha256
 from .terms import TermPlan, plan_terms
 
 __all__ = ["Decisions", "Run", "StartState", "build_run"]
@@ -149,6 +158,8 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
            test_loader: Any) -> Run:
     """The rest of :func:`build_run`, once the run directory is this process's."""
     saved = _resume_point(run_dir, config) if resume else _check_new_run(run_dir)  # (weights, state) or None
+    if resume and dist.is_main:
+        warn_other_version(run_dir, config)
     seed_everything(config.seed)
     recorded = run_dir.info().to_dict() if resume and run_dir.file(run_dir.INFO).is_file() else None
     data = load_data(config, dist, train_loader, test_loader, recorded)  # resumed: the folder read as recorded
@@ -162,7 +173,7 @@ def _build(config: RunConfig, resume: bool, device: torch.device, dist: Distribu
     student = student.to(memory_format=fmt)
     teacher = teacher.to(memory_format=fmt) if teacher is not None else None
     run_autocast = functools.partial(autocast, device, decisions.amp_dtype)
-    pairs = _layer_pairs(config, plan, student, teacher, data.info, device)
+    pairs = layer_pairs(config.distill, plan, student, teacher, torch.zeros(1, *data.info["input_size"], device=device))
     objective = Objective(plan, student, teacher, pairs, run_autocast, config.optim.epochs).to(device)
     train_batches, test_batches = build_loaders(data, config, device, dist, decisions.channels_last)
     optimizer = build_optimizer(config.optim, [*student.parameters(), *objective.parameters()])
@@ -310,42 +321,32 @@ def _decide(
         source = run_dir.info().channels_last_source or "checkpoint"
         return Decisions(plan, amp_dtype, bool(state["channels_last"]), source)
 
-    def probe_step(model: nn.Module, x: Tensor) -> None:
-        # A step of the kind this run takes: plain, or double backprop (where channels_last measured 2x slower).
-        with autocast(device, amp_dtype):
-            if plan.student_input_gradient:
-                grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
-                loss = logits.float().sum() + grad.float().pow(2).sum()
-            else:
-                loss = model(x).float().sum()
-        loss.backward()
-
     identity = {"model": f"{type(student).__module__}.{type(student).__qualname__}" if custom else config.model.name,
                 "model_kwargs": {} if custom else config.model.kwargs,
                 "precision": str(amp_dtype or torch.float32), "step": plan.step_kind}
     choice = None
     if dist.is_main:  # one rank decides (measuring at most once per machine and model); the others follow
         choice = choose_channels_last(config.channels_last, device, student, data_info["input_size"],
-                                      config.data.batch_size, probe_step, identity)
+                                      config.data.batch_size, probe_step(plan, device, amp_dtype), identity)
     channels_last, source = dist.broadcast_object(choice)
     return Decisions(plan, amp_dtype, bool(channels_last), source)
 
 
-def _layer_pairs(config: RunConfig, plan: TermPlan, student: nn.Module, teacher: nn.Module | None,
-                 data_info: dict[str, Any], device: torch.device) -> dict[str, list[LayerPair]]:
-    """Each term's student/teacher layer pairs: its ``distill.<layers>`` key, or its default rule."""
-    example = torch.zeros(1, *data_info["input_size"], device=device)
-    found: dict[str, list[LayerPair]] = {}
-    for term in (t for t in plan.terms if t.uses_layers):
-        given = getattr(config.distill, term.layers)
-        try:
-            if given:
-                found[term.name] = pair_layers(student, teacher, example, dict(pair.split(":") for pair in given))
+def probe_step(plan: TermPlan, device: torch.device, amp_dtype: torch.dtype | None) -> Callable[[nn.Module, Tensor], None]:
+    """A training step of the kind ``plan`` takes, to time a memory format: plain, or double backprop (any term
+    whose loss holds a gradient of the student: input gradients or class maps), where channels_last measured 2x
+    slower. The double-backprop probe trains through an input gradient, whatever the term."""
+
+    def step(model: nn.Module, x: Tensor) -> None:
+        with autocast(device, amp_dtype):
+            if plan.double_backprop:
+                grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
+                loss = logits.float().sum() + grad.float().pow(2).sum()
             else:
-                found[term.name] = default_pairs(student, teacher, example, term.default_layers)
-        except (KeyError, ValueError) as err:
-            raise ConfigError(f"distill.{term.layers}", err.args[0]) from None
-    return found
+                loss = model(x).float().sum()
+        loss.backward()
+
+    return step
 
 
 def _wrap(config: RunConfig, device: torch.device, dist: Distributed, model: nn.Module,

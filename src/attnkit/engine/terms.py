@@ -25,14 +25,15 @@ and the rule that picks them when the field is null (``default_layers``, see
 :func:`attnkit.features.default_pairs`).
 
 Adding a distillation loss is a module in :mod:`attnkit.losses`, its weight, hyperparameters and
-``<name>_schedule`` in ``DistillConfig``, and one :func:`register_term` call at the end of this file.
+``<name>_schedule`` in :class:`~attnkit.engine.distill_config.DistillConfig`, and one :func:`register_term` call at
+the end of this file; config validation, the CLI's help and the method labels read the table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from torch import nn
 
@@ -50,9 +51,7 @@ from ..losses import (
     SPLoss,
 )
 from ..validation import choices
-
-if TYPE_CHECKING:
-    from .config import DistillConfig
+from .distill_config import DistillConfig
 
 __all__ = ["CONSUMES", "TERMS", "Consumes", "Term", "TermPlan", "plan_terms", "register_term"]
 
@@ -78,6 +77,11 @@ class Term:
     @property
     def needs_teacher(self) -> bool:
         return self.consumes != "flipped_input_gradients"
+
+    @property
+    def double_backprop(self) -> bool:
+        """Its loss holds a gradient of the student (input gradients, class maps): the step backpropagates twice."""
+        return self.consumes in ("input_gradients", "flipped_input_gradients", "class_maps")
 
     @property
     def weights(self) -> tuple[str, ...]:
@@ -151,7 +155,7 @@ class TermPlan:
     @property
     def double_backprop(self) -> bool:
         """The student's loss contains a gradient of its own (input gradients, class maps): no torch.compile."""
-        return self.student_input_gradient or self.teacher_graph
+        return any(t.double_backprop for t in self.terms)
 
     @property
     def flipped_batch(self) -> bool:

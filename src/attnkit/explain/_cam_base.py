@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..features import output_module, resolution_groups, resolve_module
+from ..features import output_module, resolution_groups
 from ..functional import resize_map
 from ._base import AttentionMethod, LayerSpec, layer_paths
 

@@ -9,7 +9,7 @@ Draelos & Carin 2020 (HiResCAM), with CAM transfer built on them.
 
 from .attention import AttentionMapFunction, attention_map, normalize_map, resize_map
 from .cam import cam_transfer_loss, grad_cam, grad_cam_weights, score_gradients
-from .distill import distillation_loss, dkd_loss, kd_loss, standardize_logits
+from .distill import dkd_loss, kd_loss, standardize_logits
 from .gradient import flip_symmetry_loss, grad_at_loss, input_gradient
 from .hints import hint_loss
 from .selectivity import nst_loss
@@ -23,7 +23,6 @@ __all__ = [
     "attention_map",
     "attention_pair_maps",
     "cam_transfer_loss",
-    "distillation_loss",
     "dkd_loss",
     "flip_symmetry_loss",
     "grad_at_loss",

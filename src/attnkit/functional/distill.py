@@ -2,7 +2,9 @@
 
 * KD (Hinton, Vinyals & Dean 2015), as the attention-transfer code uses it:
   ``T^2 * (1/B) * sum_b KL( softmax(t_b / T) || softmax(s_b / T) )``, T = 4 and alpha = 0.9 in the AT paper.
-  The T^2 factor keeps the soft-target gradients on the scale of the hard-target ones when T changes.
+  The T^2 factor keeps the soft-target gradients on the scale of the hard-target ones when T changes. Hinton's
+  mixture with the labels, ``(1 - alpha) * CE + alpha * KD``, is the engine's (``distill.kd_alpha``; the term
+  table in :mod:`attnkit.engine.terms` weighs cross-entropy by 1 - alpha times alpha's schedule).
 * Logit standardisation (Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024): each
   sample's logits are z-scored, student and teacher separately, before the temperature softmax.
 * DKD (Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022): KD split into a target-class term (TCKD)
@@ -17,7 +19,7 @@ from torch import Tensor
 
 from .checks import at_least_float32, check_logits_pair, check_non_negative, check_positive, check_targets
 
-__all__ = ["distillation_loss", "dkd_loss", "kd_loss", "standardize_logits"]
+__all__ = ["dkd_loss", "kd_loss", "standardize_logits"]
 
 STANDARDIZE_EPS = 1e-7  # added to the standard deviation, as the logit-standardisation authors' code does
 NON_TARGET_MASK = 1000.0  # mdistiller subtracts this from the target logit (after / T) to drop it from NCKD
@@ -66,26 +68,6 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0, *, s
     log_student = F.log_softmax(student / T, dim=1)  # (B, K)
     log_teacher = F.log_softmax(teacher / T, dim=1)  # (B, K)
     return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * (T * T)
-
-
-def distillation_loss(
-    student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, T: float = 4.0, alpha: float = 0.9
-) -> Tensor:
-    """Hinton's mixture ``(1 - alpha) * CE(student, targets) + alpha * kd_loss(student, teacher, T)``.
-
-    Args:
-        student_logits: (B, K) student scores.
-        teacher_logits: (B, K) teacher scores (detached).
-        targets: (B,) integer class labels.
-        T: temperature (> 0).
-        alpha: weight of the soft targets, in [0, 1].
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    ce = F.cross_entropy(at_least_float32(student_logits), targets)
-    if alpha == 0:
-        return ce
-    return (1.0 - alpha) * ce + alpha * kd_loss(student_logits, teacher_logits, T)
 
 
 def dkd_loss(

@@ -55,12 +55,6 @@ __all__ = ["ConfigError", "MAX_BASE_DEPTH", "RecipeInfo", "RecipeLoader", "apply
 
 SUFFIX = ".yaml"
 SCHEDULES = "schedules"  # shared bases of the packaged recipes: found by name, not listed as experiments
-# Distillation terms of a recipe, as `attnkit recipes` names them: label -> the distill keys that switch it on. The
-# labels are those of the method table, attnkit.engine.methods.METHODS (the tests check that they agree); KD on
-# z-scored logits (distill.kd_standardize) is LS-KD.
-_TERMS = {"AT": ("at_beta",), "KD": ("kd_alpha",), "F-ActT": ("fact_beta",), "grad-AT": ("grad_at_beta",),
-          "flip": ("flip_beta",), "SP": ("sp_beta",), "NST": ("nst_beta",), "DKD": ("dkd_alpha", "dkd_beta"),
-          "FitNets": ("hint_beta",), "CAM-T": ("cam_beta",)}
 _PAPER, _TEACHER = "Paper: ", "First train the teacher: attnkit train "
 MAX_BASE_DEPTH = 32  # recipes in one base: chain; the packaged ones use at most 2
 
@@ -99,7 +93,7 @@ class RecipeInfo:
     title: str  # first line of its comment: what it trains
     model: str  # model.name (the student when distilling)
     data: str  # data.name
-    terms: tuple[str, ...]  # distillation terms with a non-zero weight, e.g. ("AT", "KD"); () = trained alone
+    distill: dict[str, Any]  # its distill section; attnkit.engine.methods.term_labels names the terms it switches on
     paper: str  # the figure it reproduces, e.g. "test error 7.93% (R)"; (R) = recalled, not checked
     source: str  # where the figure comes from, e.g. "Zagoruyko & Komodakis 2017, Table 1"
     teacher: str | None  # the recipe to run first (trains the teacher), None when there is no teacher
@@ -262,8 +256,8 @@ def list_recipes(pattern: str | None = None) -> list[RecipeInfo]:
     """The packaged recipes whose name matches the shell-style ``pattern`` (all without one), sorted by name.
 
     >>> info = list_recipes("cifar10/wrn_16_1_from_wrn_16_2_at_kd")[0]
-    >>> info.terms, info.paper, info.teacher
-    (('AT', 'KD'), 'test error 7.51% (R)', 'cifar10/wrn_16_2')
+    >>> info.distill["at_beta"], info.paper, info.teacher
+    (1000, 'test error 7.51% (R)', 'cifar10/wrn_16_2')
     """
     return [_info(name) for name in recipe_names() if pattern is None or fnmatch.fnmatchcase(name, pattern)]
 
@@ -281,16 +275,11 @@ def _info(name: str) -> RecipeInfo:
         title=header[0] if header else "",
         model=str((values.get("model") or {}).get("name", "")),
         data=str((values.get("data") or {}).get("name", "")),
-        terms=_term_labels(distill),
+        distill=dict(distill),
         paper=paper,
         source=cited,
         teacher=teacher,
     )
-
-
-def _term_labels(distill: Mapping[str, Any]) -> tuple[str, ...]:
-    on = [label for label, keys in _TERMS.items() if any((distill.get(key) or 0) > 0 for key in keys)]
-    return tuple("LS-KD" if label == "KD" and distill.get("kd_standardize") else label for label in on)
 
 
 def _leading_comment(text: str) -> Iterator[str]:

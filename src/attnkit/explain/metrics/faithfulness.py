@@ -37,10 +37,9 @@ Formulas, papers and the choices made here: docs/papers.md, section 5.6.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import warnings
 
 import numpy as np
 import scipy.ndimage
