@@ -45,7 +45,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
     if args.command == "distill" and not plan.terms:
-        weights = ", ".join(key for term in TERMS.values() for key in term.weights)
+        weights = ", ".join(f"distill.{key}" for term in TERMS.values() for key in term.weights)
         raise ConfigError("distill", f"nothing to distil: set distill.teacher and at least one of {weights} "
                                      "(e.g. distill.at_beta=1000)")
     args.run_dir = config.out  # an interruption points at it
