@@ -20,7 +20,7 @@ from .features import FeatureCapture, extract_features, pair_layers
 from .functional import at_loss, attention_map, kd_loss
 from .models import create_model, list_models
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY_SUBMODULES = ("bench", "data", "demo", "engine", "explain", "recipes", "report")
 

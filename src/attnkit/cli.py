@@ -45,7 +45,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.command == "train" and plan.needs_teacher:
         raise ConfigError("distill", "this recipe learns from a teacher: run it with `attnkit distill`")
     if args.command == "distill" and not plan.terms:
-        weights = ", ".join(key for term in TERMS.values() for key in term.weights)
+        weights = ", ".join(f"distill.{key}" for term in TERMS.values() for key in term.weights)
         raise ConfigError("distill", f"nothing to distil: set distill.teacher and at least one of {weights} "
                                      "(e.g. distill.at_beta=1000)")
     args.run_dir = config.out  # an interruption points at it
@@ -135,12 +135,15 @@ def _maps(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, run_demo
+    from .demo import DemoConfig, plan_from_arguments, run_demo
 
-    config = DemoConfig(out=args.out, seeds=args.seeds, methods=args.methods, workers=args.workers)
-    if args.epochs:
-        config.teacher_epochs, config.student_epochs = args.epochs
-    run_demo(config)
+    run_demo(plan_from_arguments(DemoConfig(), args))
+
+
+def _study(args: argparse.Namespace) -> None:
+    from .study import run_study, study_from_arguments
+
+    run_study(study_from_arguments(args))
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -304,18 +307,25 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'cifar10/*_at_kd' (default: every recipe)")
     recipes.set_defaults(func=_recipes)
 
+    from .demo import DemoConfig, add_plan_arguments
+    from .study import add_study_arguments
+
     demo = commands.add_parser(
         "demo", help="the main job: teacher, student alone / AT / KD / AT+KD on cluttered-mnist, table and report",
         description="Train a teacher and small students (alone, with AT, KD, AT+KD) on the embedded cluttered-mnist, "
                     "print their errors in the layout of the AT paper's Table 1 and write an HTML report. "
                     "About 3-4 minutes on 2 CPU cores.")
-    demo.add_argument("--out", help="directory of the demo's runs and report (default: runs/demo-<date>-<time>)")
-    demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="student seeds (default: 0 1)")
-    demo.add_argument("--methods", nargs="+", default=["student", "AT", "KD", "AT+KD"],
-                      help="student methods among student, AT, KD, AT+KD, F-ActT (default: all but F-ActT)")
-    demo.add_argument("--epochs", type=int, nargs=2, metavar=("TEACHER", "STUDENT"), help="epochs (default: 6 5)")
-    demo.add_argument("--workers", type=int, default=2, help="training processes at a time, one thread each (default: 2)")
+    add_plan_arguments(demo, "demo", DemoConfig(), "report")
     demo.set_defaults(func=_demo)
+
+    study = commands.add_parser(
+        "study", help="every distillation method x seeds on cluttered-mnist: test error beside map metrics",
+        description="Train a teacher and, per method of the distillation table and seed, the same small student on "
+                    "the embedded cluttered-mnist; then score every model's activation maps and Grad-CAM (pointing "
+                    "game, energy in the box, deletion) and their agreement with the teacher's, and write one table "
+                    "(mean ± std over seeds) to study.md and study.json.")
+    add_study_arguments(study)
+    study.set_defaults(func=_study)
 
     report = commands.add_parser("report", help="write one self-contained HTML page about finished runs")
     report.add_argument("runs", nargs="+", help="run directories (teachers and students)")

@@ -7,17 +7,21 @@ Table 1 of Zagoruyko & Komodakis (2017) (mean and spread over the seeds); and wr
 curves, the students' and the teacher's attention maps side by side, and how well each model's attention
 finds the digit (pointing game, energy inside the box).
 
-The runs are independent processes, one thread each, run ``workers`` at a time: on a small CPU that beats one
-process with several threads, whose OpenMP threads spin when the cores are busy. The students trained alone do
-not need the teacher and run while it trains.
+The methods are labels of :data:`attnkit.engine.methods.METHODS` (any of them with ``--methods``). The runs are
+independent processes, one thread each, run ``workers`` at a time: on a small CPU that beats one process with
+several threads, whose OpenMP threads spin when the cores are busy. A student whose method needs no teacher (the
+student trained alone) runs while the teacher trains. ``attnkit study`` (:mod:`attnkit.study`) plans and runs its
+jobs with the same functions (:func:`plan_jobs`, :func:`run_jobs`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,24 +30,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .engine import RunConfig, RunDir, config_to_dict
+from .engine import RunConfig, RunDir, config_from_dict, config_to_dict
+from .engine.methods import METHODS, method_values
 from .engine.run_log import progress_enabled
 
-__all__ = ["DemoConfig", "METHODS", "run_demo"]
-
-# The transfer terms of each method (the paper's hyperparameters: beta = 1000, T = 4, alpha = 0.9).
-METHODS: dict[str, dict[str, float]] = {
-    "student": {},
-    "AT": {"at_beta": 1000.0},
-    "KD": {"kd_alpha": 0.9, "kd_temperature": 4.0},
-    "AT+KD": {"at_beta": 1000.0, "kd_alpha": 0.9, "kd_temperature": 4.0},
-    "F-ActT": {"fact_beta": 1.0},
-}
+__all__ = ["DemoConfig", "Job", "Progress", "TrainingPlan", "add_plan_arguments", "new_root", "plan_from_arguments",
+           "plan_jobs", "run_demo", "run_jobs", "train_job"]
 
 
 @dataclass
-class DemoConfig:
-    out: str | None = None  # run directory of the demo (default: runs/demo-<date>-<time>)
+class TrainingPlan:
+    """What ``attnkit demo`` and ``attnkit study`` train: one teacher, then per method of
+    :data:`attnkit.engine.methods.METHODS` and seed one student."""
+
+    out: str | None = None  # directory of the runs (default: runs/<command>-<date>-<time>)
     data: str = "cluttered-mnist"  # embedded data set (cluttered-mnist has ground-truth boxes for the map metrics)
     teacher: str = "wrn_16_1"  # teacher model (trained first, 0.18M parameters)
     student: str = "wrn"  # student model
@@ -51,34 +51,40 @@ class DemoConfig:
     teacher_epochs: int = 6  # epochs of the teacher
     student_epochs: int = 5  # epochs of every student
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # one student per method and seed
-    methods: list[str] = field(default_factory=lambda: ["student", "AT", "KD", "AT+KD"])  # add "F-ActT" if time allows
+    methods: list[str] = field(default_factory=lambda: ["student", "AT", "KD", "AT+KD"])  # labels of METHODS
     batch_size: int = 64  # training batch size
     lr: float = 0.05  # peak learning rate (cosine schedule, one warm-up epoch)
     workers: int = 2  # training processes at a time (one thread each)
     train_limit: int | None = None  # train on a fixed subset of this many images (quick checks); None = all 4,000
+
+
+@dataclass
+class DemoConfig(TrainingPlan):
     report: bool = True  # write the HTML report (maps, curves, metrics) when the runs are done
     report_images: int = 200  # test images the map metrics of the report are computed on
 
 
-def _run_config(demo: DemoConfig, out: Path, model: str, kwargs: dict[str, Any], epochs: int, seed: int,
+def _run_config(plan: TrainingPlan, out: Path, model: str, kwargs: dict[str, Any], epochs: int, seed: int,
                 distill: dict[str, Any]) -> dict[str, Any]:
     config = RunConfig()
     config.out, config.seed, config.device = str(out), seed, "cpu"
     config.model.name, config.model.kwargs = model, dict(kwargs)
-    config.data.name, config.data.batch_size, config.data.train_limit = demo.data, demo.batch_size, demo.train_limit
-    config.optim.epochs, config.optim.lr, config.optim.schedule, config.optim.warmup_epochs = epochs, demo.lr, "cosine", 1.0
+    config.data.name, config.data.batch_size, config.data.train_limit = plan.data, plan.batch_size, plan.train_limit
+    config.optim.epochs, config.optim.lr, config.optim.schedule, config.optim.warmup_epochs = epochs, plan.lr, "cosine", 1.0
     config.optim.nesterov = True
     config.progress, config.tensorboard = False, False
-    for key, value in distill.items():
-        setattr(config.distill, key, value)
-    return config_to_dict(config)
+    values = config_to_dict(config)
+    values["distill"].update(distill)  # a method's settings as values: its schedules are mappings
+    config_from_dict(values)  # a bad setting fails here, before any process starts
+    return values
 
 
 @dataclass
-class _Job:
+class Job:
     name: str  # "teacher", or "<method> seed <s>"
     config: dict[str, Any]
     needs_teacher: bool
+    method: str = "teacher"  # label of METHODS, or "teacher"
 
     @property
     def out(self) -> Path:
@@ -89,20 +95,63 @@ class _Job:
         return self.config["optim"]["epochs"]
 
 
-def _jobs(demo: DemoConfig, root: Path) -> list[_Job]:
-    unknown = [m for m in demo.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown demo methods {unknown}; choose from {', '.join(METHODS)}")
+def check_methods(methods: list[str]) -> None:
+    """Raise, in one line listing the labels, unless every method is a label of the method table."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        what = f"unknown method {', '.join(map(repr, unknown))}" if unknown else "no method given"
+        raise ValueError(f"{what} (--methods); choose from {' '.join(METHODS)}")
+
+
+def plan_jobs(plan: TrainingPlan, root: Path) -> list[Job]:
+    """The teacher's job, then one job per method and seed (``<slug>-seed<s>`` under ``root``); a student learns
+    from the teacher iff its method needs one (:attr:`attnkit.engine.methods.Method.needs_teacher`)."""
+    check_methods(plan.methods)
+    for key, values in (("--methods", plan.methods), ("--seeds", plan.seeds)):
+        if len(set(values)) != len(values) or not values:
+            raise ValueError(f"{key} {' '.join(map(str, values))}: give each one once (and at least one)")
     teacher_out = root / "teacher"
-    jobs = [_Job("teacher", _run_config(demo, teacher_out, demo.teacher, {}, demo.teacher_epochs, demo.seeds[0], {}), False)]
-    for method in demo.methods:
-        for seed in demo.seeds:
-            distill = dict(METHODS[method], teacher=str(teacher_out), teacher_model=demo.teacher) if METHODS[method] else {}
-            slug = method.lower().replace("+", "_").replace("-", "")
-            config = _run_config(demo, root / f"{slug}-seed{seed}", demo.student, demo.student_kwargs,
-                                 demo.student_epochs, seed, distill)
-            jobs.append(_Job(f"{method} seed {seed}", config, bool(distill)))
+    jobs = [Job("teacher", _run_config(plan, teacher_out, plan.teacher, {}, plan.teacher_epochs, plan.seeds[0], {}), False)]
+    for method in plan.methods:
+        needs_teacher = METHODS[method].needs_teacher
+        distill = dict(method_values(method)["distill"], teacher=str(teacher_out), teacher_model=plan.teacher) \
+            if needs_teacher else method_values(method)["distill"]
+        slug = method.lower().replace("+", "_").replace("-", "")
+        for seed in plan.seeds:
+            config = _run_config(plan, root / f"{slug}-seed{seed}", plan.student, plan.student_kwargs,
+                                 plan.student_epochs, seed, distill)
+            jobs.append(Job(f"{method} seed {seed}", config, needs_teacher, method))
     return jobs
+
+
+def new_root(out: str | None, command: str) -> Path:
+    """The directory of a demo or study: ``out``, or runs/<command>-<date>-<time>; never one with files in it."""
+    root = Path(out or f"runs/{command}-{datetime.now():%Y%m%d-%H%M%S}")
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty; choose another --out (the {command} never overwrites runs)")
+    return root
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser, command: str, defaults: TrainingPlan, product: str) -> None:
+    """The command-line arguments ``attnkit demo`` and ``attnkit study`` share, with ``defaults``' values."""
+    parser.add_argument("--out", help=f"directory of the {command}'s runs and {product} (default: runs/{command}-<date>-<time>)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds,
+                        help=f"student seeds (default: {' '.join(map(str, defaults.seeds))})")
+    parser.add_argument("--methods", nargs="+", default=defaults.methods, metavar="METHOD",
+                        help=f"student methods, labels of the method table: {' '.join(METHODS)} "
+                             f"(default: {'all' if defaults.methods == list(METHODS) else ' '.join(defaults.methods)})")
+    parser.add_argument("--epochs", type=int, nargs=2, metavar=("TEACHER", "STUDENT"),
+                        help=f"epochs (default: {defaults.teacher_epochs} {defaults.student_epochs})")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help=f"training processes at a time, one thread each (default: {defaults.workers})")
+
+
+def plan_from_arguments(plan: TrainingPlan, args: argparse.Namespace) -> TrainingPlan:
+    """``plan`` with the values of :func:`add_plan_arguments`' arguments."""
+    plan.out, plan.seeds, plan.methods, plan.workers = args.out, args.seeds, args.methods, args.workers
+    if args.epochs:
+        plan.teacher_epochs, plan.student_epochs = args.epochs
+    return plan
 
 
 def _worker_init() -> None:
@@ -111,7 +160,7 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one thread per run; `workers` runs share the cores
 
 
-def _train_job(config: dict[str, Any]) -> dict[str, Any]:
+def train_job(config: dict[str, Any]) -> dict[str, Any]:
     """Train one run in a worker process; its console output goes to RUN_DIR/train.log."""
     from .engine import config_from_dict, train
 
@@ -121,12 +170,12 @@ def _train_job(config: dict[str, Any]) -> dict[str, Any]:
         return train(config_from_dict(config))
 
 
-class _Progress:
+class Progress:
     """Epochs finished over all runs, read from their metrics files: a bar on a terminal, lines otherwise."""
 
-    def __init__(self, jobs: list[_Job]) -> None:
+    def __init__(self, jobs: list[Job], what: str = "demo") -> None:
         self.jobs, self.total = jobs, sum(j.epochs for j in jobs)
-        self.bar = tqdm(total=self.total, desc="demo epochs", unit="epoch", dynamic_ncols=True) if progress_enabled("auto") else None
+        self.bar = tqdm(total=self.total, desc=f"{what} epochs", unit="epoch", dynamic_ncols=True) if progress_enabled("auto") else None
         self.done = 0
 
     def poll(self) -> None:
@@ -152,17 +201,20 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def _run_jobs(jobs: list[_Job], workers: int, progress: _Progress) -> dict[str, dict[str, Any]]:
-    """Run the jobs, at most ``workers`` at a time; distillation jobs start once the teacher is done."""
+def run_jobs(jobs: list[Job], workers: int, progress: Progress, what: str = "demo",
+             task: Callable[..., dict[str, Any]] = train_job, args: tuple = ()) -> dict[str, dict[str, Any]]:
+    """Run ``task(job.config, *args)`` for every job in spawned processes of one thread, at most ``workers`` at a
+    time; the jobs that need the teacher start once it is done. Returns {job name: what the task returned (a
+    dictionary with train()'s summary keys)}. ``task`` must be a module-level function (it is pickled)."""
     waiting = [j for j in jobs if j.needs_teacher]
     ready = [j for j in jobs if not j.needs_teacher]
     summaries: dict[str, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or hooks
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        running: dict[Future, _Job] = {}
+        running: dict[Future, Job] = {}
 
-        def submit(job: _Job) -> None:
-            running[pool.submit(_train_job, job.config)] = job
+        def submit(job: Job) -> None:
+            running[pool.submit(task, job.config, *args)] = job
 
         for job in ready:
             submit(job)
@@ -174,7 +226,7 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: _Progress) -> dict[str, 
                 try:
                     summaries[job.name] = future.result()
                 except Exception as err:
-                    raise RuntimeError(f"demo run '{job.name}' failed: {err}; see {job.out / 'train.log'}") from err
+                    raise RuntimeError(f"{what} run '{job.name}' failed: {err}; see {job.out / 'train.log'}") from err
                 summary = summaries[job.name]
                 progress.say(f"  {job.name:<14} test error {100 - summary['last']['top1']:5.2f}%   "
                              f"({summary['train_time_s']:.0f} s training, {job.out})")
@@ -190,16 +242,13 @@ def run_demo(demo: DemoConfig | None = None) -> Path:
     from .report import format_results_table, load_runs, results_table, write_report
 
     demo = demo or DemoConfig()
-    root = Path(demo.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}")
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; choose another --out (the demo never overwrites runs)")
-    jobs = _jobs(demo, root)
+    jobs = plan_jobs(demo, root := new_root(demo.out, "demo"))
     started = time.perf_counter()
     print(f"attnkit demo: {len(jobs)} runs on {demo.data} ({demo.teacher} teacher, {demo.student} "
           f"{demo.student_kwargs} students: {', '.join(demo.methods)} x seeds {demo.seeds}), {demo.workers} at a time")
-    progress = _Progress(jobs)
+    progress = Progress(jobs)
     try:
-        _run_jobs(jobs, demo.workers, progress)
+        run_jobs(jobs, demo.workers, progress)
     finally:
         progress.close()
     runs = load_runs(j.out for j in jobs)

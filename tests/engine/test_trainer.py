@@ -275,3 +275,20 @@ def test_resuming_a_flip_run_of_another_attnkit_version_warns_once_naming_it(tmp
             trainer(config, resume=True).run.release()
     (warning,) = [w for w in caught if "attnkit 0.0.9" in str(w.message)]
     assert "this is attnkit" in str(warning.message) and "distill.flip_beta" in str(warning.message)
+
+
+def test_a_one_tree_folder_run_of_another_version_warns_that_its_test_images_may_differ(tmp_path):
+    from types import SimpleNamespace
+
+    from attnkit.engine.resume import warn_other_version
+
+    (tmp_path / "images" / "train" / "a").mkdir(parents=True)
+    config = RunConfig()
+    config.data.name, config.data.root = "folder", str(tmp_path / "images")
+    old_run = SimpleNamespace(path=tmp_path / "run", info=lambda: SimpleNamespace(versions={"attnkit": "0.1.0"}))
+    with pytest.warns(UserWarning, match=r"attnkit 0\.1\.0.*data\.val_fraction .*hash of its path"):
+        warn_other_version(old_run, config)
+    (tmp_path / "images" / "val" / "a").mkdir(parents=True)  # a val/ tree: the split is the folders', unchanged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_other_version(SimpleNamespace(path=tmp_path / "other", info=old_run.info), config)

@@ -118,7 +118,7 @@ def test_every_crd_pair_has_a_recipe_per_method_with_its_published_number():
 
 def test_recipes_name_their_terms_with_the_method_tables_labels():
     for label, method in METHODS.items():  # a recipe with a method's settings is listed under its label
-        assert term_labels(method.settings) == (() if label == "CE" else (label,))
+        assert term_labels(method.settings) == (() if label == "student" else (label,))
     assert term_labels({"flip_beta": 1.0, "at_beta": 1000.0}) == ("AT", "flip")  # flip: no method, its term's name
     assert not Method("flip", {"flip_beta": 1.0}, "", "").needs_teacher  # from its terms, not from having settings
     assert Method("T", {"kd_temperature": 2.0}, "", "").terms == () and METHODS["AT+KD"].needs_teacher

@@ -57,7 +57,8 @@ class Method:
 _KD = {"kd_alpha": 0.9, "kd_temperature": 4.0}
 
 METHODS: dict[str, Method] = {m.label: m for m in (
-    Method("CE", {}, "", "", "the student trained alone: cross-entropy, no teacher (the baseline)"),
+    Method("student", {}, "", "", "the student trained alone: cross-entropy, no teacher (the baseline; the name of "
+                                  "the AT paper's Table 1)"),
     Method("KD", dict(_KD), "Hinton, Vinyals & Dean 2015",
            "attention-transfer code (--alpha 0.9); RepDistiller (-r 0.1 -a 0.9); mdistiller (CE 0.1, KD 0.9, T 4)"),
     Method("AT", {"at_beta": 1000.0}, "Zagoruyko & Komodakis, ICLR 2017",

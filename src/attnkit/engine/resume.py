@@ -46,13 +46,16 @@ def check_resumable(run_dir: RunDir, config: RunConfig) -> None:
                                     f"continue the run as it was with: attnkit resume {run_dir.path}")
 
 
-# Settings whose arithmetic changed during the 0.1 line: a run written by another version continues with this
+# Settings whose arithmetic changed from 0.1.0 to 0.2.0: a run written by another version continues with this
 # version's, so its resumed epochs differ from what that version would have computed.
 _CHANGED_ARITHMETIC = (
     (lambda c: c.distill.flip_beta > 0, "distill.flip_beta (flip(x) now runs in a forward pass of its own, normalised "
                                         "by its own batch statistics)"),
     (lambda c: c.distill.at_beta > 0 and c.distill.at_mode == "paper",
      "distill.at_mode=paper (beta is now divided by each layer's map size, as the paper's section 4.1 sets it)"),
+    (lambda c: c.data.name == "folder" and c.data.root is not None and not (Path(c.data.root) / "val").is_dir(),
+     "data.val_fraction (a folder without val/ now holds out each image by the hash of its path, so its test "
+     "images may differ from those the run was tested on)"),
 )
 
 _WARNED: set[tuple[str, str]] = set()  # (run directory, version) warned about in this process
