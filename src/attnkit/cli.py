@@ -150,7 +150,7 @@ def _report(args: argparse.Namespace) -> None:
     from .report import write_report
 
     page = write_report(args.runs, args.out, methods=args.methods, images=args.images, maps=not args.no_maps,
-                        device=args.device, root=args.root)
+                        device=args.device, root=args.root, faithful_images=args.faithful_images)
     print(f"report: {page}")
 
 
@@ -333,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--methods", type=lambda s: s.split(","), default=["activation", "gradcam"],
                         help="attention-map methods, comma-separated (default: activation,gradcam)")
     report.add_argument("--images", type=int, default=200, help="test images for the map metrics (default: 200)")
+    report.add_argument("--faithful-images", type=int, default=16, metavar="N",
+                        help="of those, the images the faithfulness metrics are scored on, about 60 forward passes "
+                             "each per method and model (default: 16; 0: none)")
     report.add_argument("--no-maps", action="store_true", help="skip attention maps (e.g. when the data is elsewhere)")
     report.add_argument("--device", default="cpu", help="device for the maps (default: cpu)")
     report.add_argument("--root", help="data directory for the maps (default: the runs' data.root): an image folder "

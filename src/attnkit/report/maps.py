@@ -98,6 +98,7 @@ def explain_runs(
     target: str | int | None = None,
     sanity: bool = True,
     faithful: bool = False,
+    faithful_count: int | None = None,
     max_rows: int = 8,
     batch_size: int | None = None,
     method_options: dict[str, dict] | None = None,
@@ -122,9 +123,58 @@ def explain_runs(
             None = ``"label"`` when labels are known, else ``"predicted"``.
         sanity, max_rows, batch_size, method_options: as in :func:`attnkit.explain.maps.explain_models`.
         faithful: also the faithfulness metrics (``attnkit maps`` turns them on; off by default here because the
-            HTML report, which does not show them yet, runs this on hundreds of images: about 60 forward passes
-            and 18 sparse solves per image, method and model).
+            HTML report runs this on hundreds of images: about 60 forward passes and 18 sparse solves per image,
+            method and model).
+        faithful_count: with ``faithful``, score faithfulness on only this many of the images, evenly spaced
+            through them (the HTML report's choice); each model's and method's scores then hold their number,
+            ``faithful_images``.
     """
+    models, info, loaded, chosen, dev = _inputs(paths, images, data, count, root, labels, weights, device, target)
+    details = {
+        "target": target if target is not None else ("label" if loaded.labels is not None else "predicted"),
+        "runs": {label: str(path) for label, path in zip(models, paths)},
+        "weights": weights,
+        "source": {"data": data} if data is not None else {"images": loaded.names},
+    }
+    report = explain_models(
+        models, loaded.images.to(dev), methods, out_dir, mean=loaded.mean, std=loaded.std, target=chosen,
+        labels=loaded.labels, classes=loaded.classes or info.get("classes"), boxes=loaded.boxes, sanity=sanity,
+        faithful=faithful and faithful_count is None, max_rows=max_rows, batch_size=batch_size, details=details,
+        method_options=method_options,
+    )
+    if faithful and faithful_count is not None:
+        _add_faithfulness(report, models, methods, loaded, chosen, dev, faithful_count, batch_size, method_options)
+    return report
+
+
+def _add_faithfulness(report: MapsReport, models, methods, loaded: LoadedImages, target, device, count: int,
+                      batch_size, method_options) -> None:
+    """Score faithfulness (:func:`attnkit.explain.metrics.evaluate`, no sanity check) on ``count`` of the images,
+    evenly spaced through them, into ``report.metrics`` (with their number, ``faithful_images``) and its file."""
+    import json
+
+    from ..explain import create_method
+    from ..explain.maps import _json_safe
+    from ..explain.metrics import evaluate
+
+    index = evenly_spaced(loaded.images.shape[0], count)
+    images = loaded.images[index].to(device)
+    subset = target[index.to(target.device)] if isinstance(target, torch.Tensor) and target.ndim > 0 else target
+    for label, model in models.items():
+        bound = {name: create_method(name, model, **(method_options or {}).get(name, {}))
+                 for name in methods if name in report.metrics[label]}  # those that apply to this model
+        for name, scores in evaluate(bound, images, None, subset, sanity=False, faithful=True,
+                                     batch_size=batch_size).items():
+            scores["faithful_images"] = scores.pop("images")
+            report.metrics[label][name].update(scores)
+    payload = json.loads(report.metrics_path.read_text())
+    payload["metrics"] = _json_safe(report.metrics)
+    report.metrics_path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _inputs(paths, images, data, count, root, labels, weights, device, target):
+    """The models of ``paths``, their images and the classes to explain, as :func:`explain_runs` documents them:
+    ({label: model}, the first run's information, LoadedImages, target for ``explain_models``, the device)."""
     from ..engine.runtime import resolve_device
 
     if (images is None) == (data is None):
@@ -158,14 +208,4 @@ def explain_runs(
         chosen = target
     else:
         raise ValueError(f"target must be 'label', 'predicted' or a class index, got {target!r}")
-    details = {
-        "target": target,
-        "runs": {label: str(path) for label, path in zip(models, paths)},
-        "weights": weights,
-        "source": {"data": data} if data is not None else {"images": loaded.names},
-    }
-    return explain_models(
-        models, loaded.images.to(dev), methods, out_dir, mean=loaded.mean, std=loaded.std, target=chosen,
-        labels=loaded.labels, classes=loaded.classes or info.get("classes"), boxes=loaded.boxes, sanity=sanity,
-        faithful=faithful, max_rows=max_rows, batch_size=batch_size, details=details, method_options=method_options,
-    )
+    return models, info, loaded, chosen, dev

@@ -2,7 +2,9 @@
 
 Table 1 of Zagoruyko & Komodakis (2017) has one row per student/teacher pair and, per method, the student's test
 error: student alone | F-ActT | AT | KD | AT+KD | teacher. Here every cell is the mean over the seeds that were
-run, with the spread (sample standard deviation) and the number of seeds.
+run, with the spread (sample standard deviation) and the number of seeds where there are several; methods the
+paper does not have (SP, NST, DKD, ...) come before the teacher's column, in the order of
+:data:`attnkit.engine.methods.METHODS`, and are named as ``attnkit recipes`` names them.
 """
 
 from __future__ import annotations
@@ -13,24 +15,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.methods import METHODS, term_labels
 from ..engine.rundir import RunDir
-from ..engine.terms import TERMS
 
-__all__ = ["RunRecord", "TABLE1_METHODS", "load_runs", "method_label", "results_table", "format_results_table"]
+__all__ = ["RunRecord", "TABLE1_METHODS", "format_cell", "format_results_table", "load_runs", "method_label",
+           "method_rank", "results_table"]
 
-# Column order of the paper's Table 1 (methods the paper does not have follow at the end).
+# Column order of the paper's Table 1; the other methods go before the teacher (method_rank).
 TABLE1_METHODS = ("student", "F-ActT", "AT", "KD", "AT+KD", "teacher")
 
 
-# The papers' names of the loss terms, in the order a method is named ("AT+KD"); other terms go by their name.
-_LABELS = {"grad_at_beta": "grad-AT", "fact_beta": "F-ActT", "at_beta": "AT", "kd_alpha": "KD", "flip_beta": "flip"}
-
-
 def method_label(distill: dict[str, Any]) -> str:
-    """Short name of a run's transfer method from its ``distill`` config section ("student" = trained alone)."""
-    parts = [label for key, label in _LABELS.items() if distill.get(key, 0) > 0]
-    parts += [t.name for t in TERMS.values() if t.weight not in _LABELS and distill.get(t.weight, 0) > 0]
-    return "+".join(parts) or "student"
+    """Short name of a run's transfer method from its ``distill`` config section, as ``attnkit recipes`` and the
+    method table name it (:func:`attnkit.engine.methods.term_labels`: AT, KD, AT+KD, LS-KD, ...); "student" =
+    trained alone, no transfer term on.
+
+    >>> method_label({"at_beta": 1000.0, "kd_alpha": 0.9}), method_label({"sp_beta": 3000.0}), method_label({})
+    ('AT+KD', 'SP', 'student')
+    """
+    return "+".join(term_labels(distill)) or "student"
+
+
+def method_rank(label: str) -> tuple[int, str]:
+    """Sort key of a method's column: Table 1's methods in its order, then the other methods of
+    :data:`~attnkit.engine.methods.METHODS` in its order, then unknown combinations by name, the teacher last."""
+    paper = [m for m in TABLE1_METHODS if m != "teacher"]
+    others = [m.label for m in METHODS.values() if m.terms and m.label not in paper]  # the baseline is "student"
+    order = [*paper, *others]
+    if label == "teacher":
+        return (len(order) + 1, "")
+    return (order.index(label), "") if label in order else (len(order), label)
 
 
 @dataclass
@@ -122,24 +136,34 @@ def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict
                     cells.setdefault("student", []).append(value(run))
     table = []
     for (student, teacher), cells in rows.items():
-        order = [m for m in TABLE1_METHODS if m in cells] + sorted(m for m in cells if m not in TABLE1_METHODS)
+        order = sorted(cells, key=method_rank)
         table.append({"student": student, "teacher": teacher, "metric": metric,
                       "cells": {m: _cell(cells[m]) for m in order}})
     return table
 
 
+def format_cell(cell: dict[str, Any], plus_minus: str = "±") -> str:
+    """A results cell: ``mean ± std (n seeds)`` over several seeds, the value alone for a single run.
+
+    >>> format_cell({"mean": 9.0, "spread": 1.4142, "n": 2}), format_cell({"mean": 6.0, "spread": 0.0, "n": 1})
+    ('9.00 ± 1.41 (2 seeds)', '6.00')
+    """
+    if cell["n"] == 1:
+        return f"{cell['mean']:.2f}"
+    return f"{cell['mean']:.2f} {plus_minus} {cell['spread']:.2f} ({cell['n']} seeds)"
+
+
 def format_results_table(table: Sequence[dict[str, Any]]) -> str:
-    """The table as aligned text: ``mean +- spread (n)`` per method, in percent."""
+    """The table as aligned text, in percent: ``mean +- std (n seeds)`` per method, the value alone for one run."""
     lines = []
     for row in table:
         methods = list(row["cells"])
         header = ["student net", "teacher net", *methods]
-        cells = [row["student"], row["teacher"]] + [
-            f"{c['mean']:.2f} +- {c['spread']:.2f} ({c['n']})" for c in row["cells"].values()
-        ]
+        cells = [row["student"], row["teacher"]] + [format_cell(c, "+-") for c in row["cells"].values()]
         widths = [max(len(a), len(b)) for a, b in zip(header, cells)]
-        lines.append(f"{row['metric']} % (mean +- std over seeds, (n) = seeds)")
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        several = any(c["n"] > 1 for c in row["cells"].values())
+        lines.append(f"test {row['metric']} % of the last epoch" + (", mean +- std over seeds" if several else ""))
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
         lines.append("  ".join("-" * w for w in widths))
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
     return "\n".join(lines)
