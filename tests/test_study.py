@@ -49,6 +49,29 @@ def test_study_writes_one_row_per_method_and_the_teacher(study_dir):
     header = next(line for line in table.splitlines() if line.startswith("| method"))
     assert header.count("|") == len(COLUMNS) + 3 and "Grad-CAM agreement" in header
     assert "| student | 2 |" in table and "| teacher | 1 |" in table and "±" not in table.split("| teacher")[1]
+    assert result["config"]["out"] == str(study_dir)
+
+
+def test_each_cell_is_the_mean_of_its_runs_and_the_table_prints_the_json(study_dir):
+    result = json.loads((study_dir / "study.json").read_text())
+    lines = {line.split(" | ")[0].strip("| "): line for line in (study_dir / "study.md").read_text().splitlines()}
+    for row in result["rows"]:
+        runs = [r for r in result["runs"] if r["method"] == row["method"]]
+        printed = [c.strip() for c in lines[row["method"]].strip("|").split("|")][2:]
+        for (key, _, digits), text in zip(COLUMNS, printed):
+            assert row["cells"][key]["mean"] == pytest.approx(sum(r[key] for r in runs) / len(runs)), (row["method"], key)
+            assert text == format_cell(row["cells"][key], digits), (row["method"], key)
+    students = [r for r in result["runs"] if r["method"] != "teacher"]
+    assert all(r["activation_agreement"] < 1 for r in students)  # another network's maps: not the teacher's own
+
+
+def test_short_runs_keep_the_reference_share_of_a_warm_up(tmp_path):
+    from attnkit.demo import TrainingPlan, plan_jobs
+
+    jobs = plan_jobs(TrainingPlan(methods=["DKD"], seeds=[0], student_epochs=3), tmp_path)
+    assert [j.name for j in jobs] == ["teacher", "DKD seed 0"]
+    assert jobs[1].config["distill"]["dkd_schedule"]["warmup_epochs"] == pytest.approx(20 * 3 / 240)
+    assert [j.name for j in plan_jobs(TrainingPlan(methods=["student"], seeds=[0]), tmp_path)] == ["student seed 0"]
 
 
 def test_aggregate_is_mean_and_sample_std_over_seeds_and_one_value_shows_alone():
@@ -86,3 +109,13 @@ def test_unknown_method_is_a_one_line_error(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "BOGUS" in done.stderr and " ".join(METHODS) in done.stderr
     assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("command, flags, named", [
+    ("study", ["--workers", "0"], "--workers 0"), ("demo", ["--epochs", "3", "0"], "--epochs (student) 0"),
+    ("demo", ["--seeds", "1", "1"], "--seeds 1 1"),
+])
+def test_bad_plan_flags_are_one_line_errors_naming_the_flag(tmp_path, command, flags, named):
+    done = run_cli(command, "--out", tmp_path / "s", *flags, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and named in done.stderr, done.stderr
+    assert not (tmp_path / "s").exists()

@@ -8,6 +8,7 @@
   that a full disk is an ``OSError`` with ``errno.ENOSPC`` and the file's name, whatever library serialised it.
 * :func:`naming` adds the file name to an ``OSError`` that has none (``write()`` on a full disk reports only
   "No space left on device").
+* :func:`json_safe` turns NaN and infinities (an undefined score) into null, so that written JSON is strict.
 
 This module imports nothing from attnkit; the engine and the data sets use it.
 """
@@ -15,6 +16,7 @@ This module imports nothing from attnkit; the engine and the data sets use it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -141,3 +143,19 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every non-finite float (NaN: an undefined score) in its dicts and lists replaced by None, so
+    that ``json.dumps`` writes strict JSON (Python would write ``NaN``, which JSON readers reject).
+
+    >>> json_safe({"rho": float("nan"), "runs": [1.0, float("inf")]})
+    {'rho': None, 'runs': [1.0, None]}
+    """
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -103,19 +103,35 @@ def check_methods(methods: list[str]) -> None:
         raise ValueError(f"{what} (--methods); choose from {' '.join(METHODS)}")
 
 
-def plan_jobs(plan: TrainingPlan, root: Path) -> list[Job]:
-    """The teacher's job, then one job per method and seed (``<slug>-seed<s>`` under ``root``); a student learns
-    from the teacher iff its method needs one (:attr:`attnkit.engine.methods.Method.needs_teacher`)."""
+# The method table's warm-ups (DKD: 20 epochs) are those of the reference code's 240-epoch CIFAR-100 runs; runs of
+# a few epochs keep that share of training (20/240 of it), not the count, which would hold the weight near 0.
+REFERENCE_EPOCHS = 240
+
+
+def _short_run_settings(distill: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """A method's ``distill`` settings with every schedule's warm-up scaled from the reference's 240 epochs."""
+    return {key: {**value, "warmup_epochs": value["warmup_epochs"] * epochs / REFERENCE_EPOCHS}
+            if key.endswith("_schedule") and isinstance(value, dict) and value.get("warmup_epochs") else value
+            for key, value in distill.items()}
+
+
+def plan_jobs(plan: TrainingPlan, root: Path, teacher: bool | None = None) -> list[Job]:
+    """The teacher's job (if ``teacher``; None: iff some method learns from it), then one job per method and seed
+    (``<slug>-seed<s>`` under ``root``); a student learns from the teacher iff its method needs one
+    (:attr:`attnkit.engine.methods.Method.needs_teacher`). Warm-ups keep the reference's share of training."""
     check_methods(plan.methods)
     for key, values in (("--methods", plan.methods), ("--seeds", plan.seeds)):
         if len(set(values)) != len(values) or not values:
             raise ValueError(f"{key} {' '.join(map(str, values))}: give each one once (and at least one)")
     teacher_out = root / "teacher"
-    jobs = [Job("teacher", _run_config(plan, teacher_out, plan.teacher, {}, plan.teacher_epochs, plan.seeds[0], {}), False)]
+    if teacher is None:
+        teacher = any(METHODS[m].needs_teacher for m in plan.methods)
+    jobs = [Job("teacher", _run_config(plan, teacher_out, plan.teacher, {}, plan.teacher_epochs, plan.seeds[0], {}),
+                False)] if teacher else []
     for method in plan.methods:
         needs_teacher = METHODS[method].needs_teacher
-        distill = dict(method_values(method)["distill"], teacher=str(teacher_out), teacher_model=plan.teacher) \
-            if needs_teacher else method_values(method)["distill"]
+        settings = _short_run_settings(method_values(method)["distill"], plan.student_epochs)
+        distill = dict(settings, teacher=str(teacher_out), teacher_model=plan.teacher) if needs_teacher else settings
         slug = method.lower().replace("+", "_").replace("-", "")
         for seed in plan.seeds:
             config = _run_config(plan, root / f"{slug}-seed{seed}", plan.student, plan.student_kwargs,
@@ -147,10 +163,16 @@ def add_plan_arguments(parser: argparse.ArgumentParser, command: str, defaults: 
 
 
 def plan_from_arguments(plan: TrainingPlan, args: argparse.Namespace) -> TrainingPlan:
-    """``plan`` with the values of :func:`add_plan_arguments`' arguments."""
+    """``plan`` with the values of :func:`add_plan_arguments`' arguments (a bad one: a ``ValueError`` naming it)."""
     plan.out, plan.seeds, plan.methods, plan.workers = args.out, args.seeds, args.methods, args.workers
     if args.epochs:
         plan.teacher_epochs, plan.student_epochs = args.epochs
+    for flag, value in (("--workers", plan.workers), ("--epochs (teacher)", plan.teacher_epochs),
+                        ("--epochs (student)", plan.student_epochs)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: give at least 1")
+    if plan.train_limit is not None and plan.train_limit < 1:
+        raise ValueError(f"--train-limit {plan.train_limit}: give at least 1 image, or leave it out for all")
     return plan
 
 
@@ -226,6 +248,7 @@ def run_jobs(jobs: list[Job], workers: int, progress: Progress, what: str = "dem
                 try:
                     summaries[job.name] = future.result()
                 except Exception as err:
+                    pool.shutdown(wait=False, cancel_futures=True)  # say so now, not after the queued runs
                     raise RuntimeError(f"{what} run '{job.name}' failed: {err}; see {job.out / 'train.log'}") from err
                 summary = summaries[job.name]
                 progress.say(f"  {job.name:<14} test error {100 - summary['last']['top1']:5.2f}%   "

@@ -44,7 +44,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from ._files import json_safe
 from .demo import (
     Progress,
     TrainingPlan,
@@ -160,7 +161,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     header = ["method", "runs", *(title for _, title, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |"]
     for row in rows:
-        cells = [format_cell(row["cells"][key], digits) for key, _, digits in COLUMNS]
+        cells = [format_cell(row["cells"][key], digits, seeds=row["cells"][key]["n"] != row["runs"])  # an undefined score left out
+                 for key, _, digits in COLUMNS]
         lines.append("| " + " | ".join([row["method"], str(row["runs"]), *cells]) + " |")
     return "\n".join(lines)
 
@@ -189,15 +191,10 @@ def _load(config: dict[str, Any], count: int) -> tuple[torch.nn.Module, Tensor, 
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from .bench import hardware
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "attnkit": __version__}
+    return {**hardware(), "cores": cores, "platform": platform.platform(), "attnkit": __version__}
 
 
 def _load_average() -> list[float] | None:
@@ -211,9 +208,13 @@ def run_study(study: StudyConfig | None = None) -> Path:
         raise ValueError(f"--images {study.images}: give at least 1 test image for the map metrics")
     from .data import dataset_images
 
-    if dataset_images(study.data, 1).boxes is None:
+    loaded = dataset_images(study.data, study.images)
+    if loaded.boxes is None:
         raise ValueError(f"data set {study.data!r} has no object boxes to score maps against; use cluttered-mnist")
-    jobs = plan_jobs(study, root := new_root(study.out, "study"))
+    if loaded.images.shape[0] < study.images:  # the whole test split is fewer images than asked for
+        print(f"attnkit study: {study.data} has {loaded.images.shape[0]} test images; the map metrics use all of them")
+        study = replace(study, images=loaded.images.shape[0])
+    jobs = plan_jobs(study, root := new_root(study.out, "study"), teacher=True)  # its maps: the agreement
     started, load_before = time.perf_counter(), _load_average()
     print(f"attnkit study: {len(jobs)} runs on {study.data} ({study.teacher} teacher, {study.student} "
           f"{study.student_kwargs} students: {', '.join(study.methods)} x seeds {study.seeds}), {study.workers} at a "
@@ -245,20 +246,9 @@ def run_study(study: StudyConfig | None = None) -> Path:
                f"{'all' if study.train_limit is None else study.train_limit} training images; mean ± std over seeds "
                f"{study.seeds}; map metrics on {study.images} test images; {wall:.0f} s on {_machine()['cores']} cores")
     (root / "study.md").write_text(f"{caption}\n\n{table}\n")
-    payload = {"config": asdict(study), "columns": [{"key": k, "title": t} for k, t, _ in COLUMNS],
+    payload = {"config": {**asdict(study), "out": str(root)}, "columns": [{"key": k, "title": t} for k, t, _ in COLUMNS],
                "rows": rows, "runs": records, "wall_time_s": wall, "machine": _machine(),
                "load_average": {"start": load_before, "end": _load_average()}}
-    (root / "study.json").write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    (root / "study.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     print(f"\n{caption}\n\n{table}\n\nwrote {root / 'study.md'} and {root / 'study.json'}; done in {wall:.0f} s")
     return root
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (an agreement with no defined image) becomes null, so that study.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -292,3 +292,7 @@ def test_a_one_tree_folder_run_of_another_version_warns_that_its_test_images_may
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_other_version(SimpleNamespace(path=tmp_path / "other", info=old_run.info), config)
+    (tmp_path / "images" / "val").rename(tmp_path / "images" / "test")  # train/ + test/: split folders as well
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_other_version(SimpleNamespace(path=tmp_path / "third", info=old_run.info), config)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..data.folder import folder_layout
 from ..models._external import check_named_spec
 from .config import ConfigError, RunConfig, config_from_dict, config_to_dict
 from .rundir import RunDir
@@ -53,7 +54,7 @@ _CHANGED_ARITHMETIC = (
                                         "by its own batch statistics)"),
     (lambda c: c.distill.at_beta > 0 and c.distill.at_mode == "paper",
      "distill.at_mode=paper (beta is now divided by each layer's map size, as the paper's section 4.1 sets it)"),
-    (lambda c: c.data.name == "folder" and c.data.root is not None and not (Path(c.data.root) / "val").is_dir(),
+    (lambda c: c.data.name == "folder" and c.data.root is not None and folder_layout(c.data.root) == "one tree",
      "data.val_fraction (a folder without val/ now holds out each image by the hash of its path, so its test "
      "images may differ from those the run was tested on)"),
 )

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._files import json_safe
 from ..features import eval_mode
 from ..validation import check_int
 from . import create_method
@@ -173,7 +174,7 @@ def explain_models(
         "target": _describe_target(target),
         "methods": list(methods),
         "method_options": {name: dict(values) for name, values in (method_options or {}).items()},
-        "metrics": _json_safe(metrics),
+        "metrics": json_safe(metrics),
         "skipped": report.skipped,
         "figures": [str(path.relative_to(out_dir)) for path in report.paths()],
         **(details or {}),
@@ -245,15 +246,6 @@ def _describe_target(target: Target) -> str | int | list[int]:
     if callable(target) and not isinstance(target, Tensor):
         return f"function {getattr(target, '__name__', type(target).__name__)}"
     return torch.as_tensor(target).reshape(-1).tolist()
-
-
-def _json_safe(value):
-    """NaN (an undefined correlation) becomes null, so that the file is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 # (key in the scores, column title); the arrows say which way is better.

@@ -153,8 +153,8 @@ def _add_faithfulness(report: MapsReport, models, methods, loaded: LoadedImages,
     evenly spaced through them, into ``report.metrics`` (with their number, ``faithful_images``) and its file."""
     import json
 
+    from .._files import json_safe
     from ..explain import create_method
-    from ..explain.maps import _json_safe
     from ..explain.metrics import evaluate
 
     index = evenly_spaced(loaded.images.shape[0], count)
@@ -168,7 +168,7 @@ def _add_faithfulness(report: MapsReport, models, methods, loaded: LoadedImages,
             scores["faithful_images"] = scores.pop("images")
             report.metrics[label][name].update(scores)
     payload = json.loads(report.metrics_path.read_text())
-    payload["metrics"] = _json_safe(report.metrics)
+    payload["metrics"] = json_safe(report.metrics)
     report.metrics_path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
