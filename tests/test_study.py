@@ -8,7 +8,8 @@ import torch
 from helpers import run_cli
 
 from attnkit.engine.methods import METHODS
-from attnkit.study import COLUMNS, aggregate, format_cell, map_agreement, markdown_table
+from attnkit.report.results import format_cell, summarize
+from attnkit.study import COLUMNS, map_agreement, markdown_table
 
 RANGES = {"test_error": (0.0, 100.0), "agreement": (-1.0, 1.0), "deletion": (0.0, 1.0), "": (0.0, 1.0)}
 
@@ -51,15 +52,15 @@ def test_study_writes_one_row_per_method_and_the_teacher(study_dir):
 
 
 def test_aggregate_is_mean_and_sample_std_over_seeds_and_one_value_shows_alone():
-    cell = aggregate([20.0, 30.0, 40.0])
+    cell = summarize([20.0, 30.0, 40.0])
     assert (cell["mean"], cell["std"], cell["n"]) == (30.0, 10.0, 3)
     assert format_cell(cell, 2) == "30.00 ± 10.00"
-    single = aggregate([0.1234])
+    single = summarize([0.1234])
     assert single["std"] is None and format_cell(single, 3) == "0.123"  # no "± 0.000" for one run
-    undefined = aggregate([float("nan"), 0.5, 0.7])  # an agreement without any defined image is left out
+    undefined = summarize([float("nan"), 0.5, 0.7])  # an agreement without any defined image is left out
     assert undefined["n"] == 2 and undefined["mean"] == pytest.approx(0.6)
-    assert format_cell(aggregate([]), 3) == "-"
-    rows = [{"method": "AT", "runs": 1, "cells": {key: aggregate([0.5]) for key, _, _ in COLUMNS}}]
+    assert format_cell(summarize([]), 3) == "-"
+    rows = [{"method": "AT", "runs": 1, "cells": {key: summarize([0.5]) for key, _, _ in COLUMNS}}]
     assert markdown_table(rows).splitlines()[2] == "| AT | 1 | 0.50 | " + " | ".join(["0.500"] * (len(COLUMNS) - 1)) + " |"
 
 

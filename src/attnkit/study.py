@@ -42,7 +42,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,8 +63,9 @@ from .demo import (
     train_job,
 )
 from .engine.methods import METHODS
+from .report.results import format_cell, summarize
 
-__all__ = ["COLUMNS", "MAP_METHODS", "StudyConfig", "add_study_arguments", "aggregate", "format_cell", "map_agreement",
+__all__ = ["COLUMNS", "MAP_METHODS", "StudyConfig", "add_study_arguments", "map_agreement",
            "map_scores", "markdown_table", "run_study", "study_from_arguments"]
 
 MAP_METHODS = ("activation", "gradcam")  # explain's names; the columns' prefixes "act." and "Grad-CAM"
@@ -155,32 +155,8 @@ def map_agreement(student: Tensor, teacher: Tensor) -> float:
     return round(float(finite.mean()), 12) if finite.numel() else math.nan
 
 
-def aggregate(values: Sequence[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation over seeds, NaN values (an undefined agreement) left out.
-
-    >>> aggregate([1.0, 2.0, 3.0])
-    {'mean': 2.0, 'std': 1.0, 'n': 3, 'values': [1.0, 2.0, 3.0]}
-    >>> aggregate([0.5])
-    {'mean': 0.5, 'std': None, 'n': 1, 'values': [0.5]}
-    """
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return {"mean": statistics.fmean(finite) if finite else None,
-            "std": statistics.stdev(finite) if len(finite) > 1 else None, "n": len(finite), "values": list(values)}
-
-
-def format_cell(cell: Mapping[str, Any], digits: int) -> str:
-    """``mean ± std`` (``mean`` alone for a single value, ``-`` for none).
-
-    >>> format_cell(aggregate([10.0, 12.0]), 2), format_cell(aggregate([0.25]), 3), format_cell(aggregate([]), 3)
-    ('11.00 ± 1.41', '0.250', '-')
-    """
-    if cell["mean"] is None:
-        return "-"
-    return f"{cell['mean']:.{digits}f}" + ("" if cell["std"] is None else f" ± {cell['std']:.{digits}f}")
-
-
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The aggregated rows ({"method", "runs", "cells": {key: aggregate}}) as a Markdown table."""
+    """The aggregated rows ({"method", "runs", "cells": {key: summarize(...)}}) as a Markdown table."""
     header = ["method", "runs", *(title for _, title, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |"]
     for row in rows:
@@ -260,7 +236,7 @@ def run_study(study: StudyConfig | None = None) -> Path:
         records.append(record)
     order = [*study.methods, "teacher"]
     rows = [{"method": method, "runs": sum(r["method"] == method for r in records),
-             "cells": {key: aggregate([r[key] for r in records if r["method"] == method]) for key, _, _ in COLUMNS}}
+             "cells": {key: summarize([r[key] for r in records if r["method"] == method]) for key, _, _ in COLUMNS}}
             for method in order]
     wall = time.perf_counter() - started
     table = markdown_table(rows)

@@ -31,14 +31,15 @@ def test_demo_trains_every_run_and_writes_table_and_report(demo_dir, capsys):
         assert (demo_dir / run / "model.safetensors").is_file(), run
         assert "epoch 1/" in (demo_dir / run / "train.log").read_text()
     table = (demo_dir / "results.txt").read_text()
-    # Two seeds: mean +- std (2 seeds); the single teacher: its value alone.
-    assert re.search(r"wrn\(depth=10, width=0\.5\)\s+wrn_16_1\s+\d+\.\d\d \+- \d+\.\d\d \(2 seeds\)\s+"
-                     r"\d+\.\d\d \+- \d+\.\d\d \(2 seeds\)\s+\d+\.\d\d\s*$", table, re.M), table
-    assert "(1)" not in table and "test error % of the last epoch, mean +- std over seeds" in table
+    # Two seeds: mean +- std, the count stated once; the single teacher: its value alone.
+    assert re.search(r"wrn\(depth=10, width=0\.5\)\s+wrn_16_1\s+\d+\.\d\d \+- \d+\.\d\d\s+"
+                     r"\d+\.\d\d \+- \d+\.\d\d\s+\d+\.\d\d\s*$", table, re.M), table
+    assert "(1)" not in table and "seeds)" not in table and "test error % of the last epoch, mean +- std over 2 seeds" in table
     page = (demo_dir / "report" / "index.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # curves and two side-by-side map figures, embedded
     assert 'id="results"' in page and 'id="map-metrics"' in page
-    assert "± 0.00" not in page and "(1)" not in page and "seeds)</td>" in page
+    assert "± 0.00" not in page and "(1)" not in page and "seeds)</td>" not in page
+    assert "test error % (last epoch), mean ± std over 2 seeds" in page
     # One unit: test error % in the results and runs tables, and in the curves (no accuracy column).
     assert "test error % (last epoch)" in page and "top-1" not in page and "accuracy" not in page
 
@@ -101,10 +102,10 @@ def test_results_table_means_and_spreads():
     assert (row["student"], row["teacher"]) == ("wrn_16_1", "wrn_16_2")
     # Table 1's column order for the paper's methods, then the method table's order, the teacher last.
     assert list(row["cells"]) == ["student", "AT", "KD", "AT+KD", "SP", "DKD", "teacher"]
-    assert row["cells"]["student"]["mean"] == pytest.approx(9.0) and row["cells"]["student"]["spread"] == pytest.approx(2 ** 0.5)
+    assert row["cells"]["student"]["mean"] == pytest.approx(9.0) and row["cells"]["student"]["std"] == pytest.approx(2 ** 0.5)
     assert row["cells"]["AT"]["values"] == pytest.approx([7.0, 8.0]) and row["cells"]["teacher"]["n"] == 1
     text = format_results_table([row])
-    assert "9.00 +- 1.41 (2 seeds)" in text and "(1)" not in text and "+- 0.00" not in text
+    assert "9.00 +- 1.41" in text and "seeds)" not in text and "(1)" not in text and "+- 0.00" not in text
     assert text.splitlines()[-1].split()[-1] == "6.00"  # the single teacher: its value alone
 
 
@@ -169,3 +170,14 @@ def test_report_in_headless_chromium(demo_dir, tmp_path):
         # Not a blank page: the rendered report has dark text and coloured figures on white.
         colours = image.convert("RGB").resize((120, 300)).getcolors(maxcolors=120 * 300)
         assert len(colours) > 50
+
+
+def test_the_usual_seed_count_is_stated_once_and_another_count_in_its_cell():
+    from attnkit.report.results import summarize
+
+    row = {"student": "s", "teacher": "t", "metric": "error",
+           "cells": {"student": summarize([9.0, 11.0]), "AT": summarize([7.0, 8.0]), "KD": summarize([6.0, 7.0, 8.0]),
+                     "teacher": summarize([5.0])}}
+    text = format_results_table([row])
+    assert "mean +- std over 2 seeds" in text.splitlines()[0]
+    assert "10.00 +- 1.41  " in text and "7.00 +- 1.00 (3 seeds)" in text and text.rstrip().endswith("5.00")

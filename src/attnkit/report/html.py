@@ -23,7 +23,7 @@ import yaml
 from ..explain.maps import METRIC_COLUMNS
 from ..validation import check_int
 from .figures import CURVES_CAPTION, plot_curves
-from .results import RunRecord, format_cell, load_runs, method_rank, results_table
+from .results import RunRecord, format_cell, load_runs, method_rank, results_table, usual_seeds
 
 __all__ = ["MAX_ROWS", "plot_curves", "representative_runs", "sorted_runs", "write_report"]
 
@@ -124,16 +124,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_id: str = "
 
 
 def _results_section(runs: Sequence[RunRecord]) -> str:
-    parts, several = [], False
+    parts, counts = [], set()
     for row in results_table(runs):
-        several |= any(c["n"] > 1 for c in row["cells"].values())
-        cells = [row["student"], row["teacher"]] + [format_cell(c) for c in row["cells"].values()]
+        usual = usual_seeds(row["cells"].values())
+        counts.add(usual)
+        cells = [row["student"], row["teacher"]] + [format_cell(c, seeds=c["n"] != usual) for c in row["cells"].values()]
+        over = "test error % (last epoch)" + (f", mean ± std over {usual} seeds" if usual > 1 else "")
         parts.append(_table(["student network", "teacher network", *row["cells"]], [cells], "results",
-                            over=(2, len(row["cells"]), "test error % (last epoch)")))
+                            over=(2, len(row["cells"]), over)))
     if not parts:
         return '<p class="note">No distillation runs among these runs, so no Table 1; see the runs below.</p>'
-    spread = (" Several seeds: mean ± sample standard deviation (number of seeds); one seed: its value."
-              if several else "")
+    spread = (" Several seeds: mean ± sample standard deviation (the number of seeds above the methods; a cell over "
+              "another number says so); one seed: its value." if counts - {1} else "")
     return ("<p>Test error % of the last epoch (lower is better), in the layout of Table 1 of Zagoruyko &amp; "
             f"Komodakis (2017).{spread}</p>" + "".join(parts))
 

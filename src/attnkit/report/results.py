@@ -2,14 +2,16 @@
 
 Table 1 of Zagoruyko & Komodakis (2017) has one row per student/teacher pair and, per method, the student's test
 error: student alone | F-ActT | AT | KD | AT+KD | teacher. Here every cell is the mean over the seeds that were
-run, with the spread (sample standard deviation) and the number of seeds where there are several; methods the
+run, with the spread (sample standard deviation) where there are several (their number stated once); methods the
 paper does not have (SP, NST, DKD, ...) come before the teacher's column, in the order of
 :data:`attnkit.engine.methods.METHODS`, and are named as ``attnkit recipes`` names them.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from ..engine.methods import METHODS, term_labels
 from ..engine.rundir import RunDir
 
 __all__ = ["RunRecord", "TABLE1_METHODS", "format_cell", "format_results_table", "load_runs", "method_label",
-           "method_rank", "results_table"]
+           "method_rank", "results_table", "summarize", "usual_seeds"]
 
 # Column order of the paper's Table 1; the other methods go before the teacher (method_rank).
 TABLE1_METHODS = ("student", "F-ActT", "AT", "KD", "AT+KD", "teacher")
@@ -102,13 +104,18 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     return runs
 
 
-def _cell(values: Sequence[float]) -> dict[str, Any]:
-    return {
-        "mean": statistics.fmean(values),
-        "spread": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-        "values": list(values),
-    }
+def summarize(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds (``std`` None for fewer than two values); None and NaN values
+    (a score undefined for that run) are left out of both and of ``n``, but kept in ``values``.
+
+    >>> summarize([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'std': 1.0, 'n': 3, 'values': [1.0, 2.0, 3.0]}
+    >>> summarize([0.5])
+    {'mean': 0.5, 'std': None, 'n': 1, 'values': [0.5]}
+    """
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return {"mean": statistics.fmean(finite) if finite else None,
+            "std": statistics.stdev(finite) if len(finite) > 1 else None, "n": len(finite), "values": list(values)}
 
 
 def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict[str, Any]]:
@@ -138,31 +145,46 @@ def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict
     for (student, teacher), cells in rows.items():
         order = sorted(cells, key=method_rank)
         table.append({"student": student, "teacher": teacher, "metric": metric,
-                      "cells": {m: _cell(cells[m]) for m in order}})
+                      "cells": {m: summarize(cells[m]) for m in order}})
     return table
 
 
-def format_cell(cell: dict[str, Any], plus_minus: str = "±") -> str:
-    """A results cell: ``mean ± std (n seeds)`` over several seeds, the value alone for a single run.
+def format_cell(cell: dict[str, Any], digits: int = 2, plus_minus: str = "±", seeds: bool = False) -> str:
+    """A cell of :func:`summarize`: ``mean ± std`` over several seeds, the value alone for a single run, ``-`` for
+    none; ``seeds`` adds the number of seeds (for a cell whose count differs from its table's).
 
-    >>> format_cell({"mean": 9.0, "spread": 1.4142, "n": 2}), format_cell({"mean": 6.0, "spread": 0.0, "n": 1})
-    ('9.00 ± 1.41 (2 seeds)', '6.00')
+    >>> format_cell(summarize([10.0, 12.0])), format_cell(summarize([6.0])), format_cell(summarize([]), 3)
+    ('11.00 ± 1.41', '6.00', '-')
+    >>> format_cell(summarize([10.0, 12.0, 14.0]), 1, "+-", seeds=True)
+    '12.0 +- 2.0 (3 seeds)'
     """
-    if cell["n"] == 1:
-        return f"{cell['mean']:.2f}"
-    return f"{cell['mean']:.2f} {plus_minus} {cell['spread']:.2f} ({cell['n']} seeds)"
+    if cell["mean"] is None:
+        return "-"
+    text = f"{cell['mean']:.{digits}f}"
+    if cell["std"] is not None:
+        text += f" {plus_minus} {cell['std']:.{digits}f}"
+    return text + (f" ({cell['n']} seeds)" if seeds and cell["n"] > 1 else "")
+
+
+def usual_seeds(cells: Iterable[dict[str, Any]]) -> int:
+    """The most common number of seeds among the cells over several seeds (1 if none has several): the count a
+    table states once, in its caption; :func:`format_cell` (``seeds=True``) names any other count in its cell."""
+    counts = Counter(c["n"] for c in cells if c["n"] > 1)
+    return counts.most_common(1)[0][0] if counts else 1
 
 
 def format_results_table(table: Sequence[dict[str, Any]]) -> str:
-    """The table as aligned text, in percent: ``mean +- std (n seeds)`` per method, the value alone for one run."""
+    """The table as aligned text, in percent: ``mean +- std`` per method over the seeds the caption states, the
+    value alone for one run."""
     lines = []
     for row in table:
         methods = list(row["cells"])
+        usual = usual_seeds(row["cells"].values())
         header = ["student net", "teacher net", *methods]
-        cells = [row["student"], row["teacher"]] + [format_cell(c, "+-") for c in row["cells"].values()]
+        cells = [row["student"], row["teacher"]] + [format_cell(c, 2, "+-", seeds=c["n"] != usual)
+                                                   for c in row["cells"].values()]
         widths = [max(len(a), len(b)) for a, b in zip(header, cells)]
-        several = any(c["n"] > 1 for c in row["cells"].values())
-        lines.append(f"test {row['metric']} % of the last epoch" + (", mean +- std over seeds" if several else ""))
+        lines.append(f"test {row['metric']} % of the last epoch" + (f", mean +- std over {usual} seeds" if usual > 1 else ""))
         lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
         lines.append("  ".join("-" * w for w in widths))
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
