@@ -174,21 +174,23 @@ def test_compiled_distillation_captures_features_and_learns(tmp_path, teacher_di
     assert load_model(tmp_path / "compiled").num_classes == 4  # weights saved without the compile wrapper's prefix
 
 
-def test_resume_keeps_the_runs_measured_memory_format(tmp_path, monkeypatch):
+def test_resume_keeps_the_runs_measured_precision_and_memory_format(tmp_path, monkeypatch):
     import attnkit.engine.memory_format as memory_format
+    import attnkit.engine.runtime as runtime
 
     monkeypatch.setenv("ATTNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)  # precision=auto is measured too
     config = make_config(tmp_path / "run", epochs=2)
     config.channels_last = "auto"
-    monkeypatch.setattr(memory_format, "probe_channels_last", lambda *args, **kwargs: True)
+    monkeypatch.setattr(memory_format, "probe_step_formats", lambda model, x, step, variants: variants[-1])
     crashing = CrashingBatches(*TRAIN, batch_size=32, shuffle=True, crash_at=10)
     with pytest.raises(Crash):
         trainer(config, train=crashing).fit()
     (tmp_path / "cache" / "channels_last.json").unlink()  # forget the measurement: a new one would differ
-    monkeypatch.setattr(memory_format, "probe_channels_last", lambda *args, **kwargs: False)
+    monkeypatch.setattr(memory_format, "probe_step_formats", lambda model, x, step, variants: variants[0])
     resumed = trainer(config, resume=True).run.decisions
     assert (resumed.channels_last, resumed.channels_last_source) == (True, "measured")
-    assert resumed.amp_dtype == trainer(make_config(tmp_path / "x")).run.decisions.amp_dtype
+    assert (resumed.amp_dtype, resumed.precision_source) == (torch.bfloat16, "measured")
 
 
 def test_logged_lr_is_the_epochs_own_and_warmup_moves_from_the_first_step(tmp_path):

@@ -6,7 +6,8 @@ distill: one WRN-16-2 -> WRN-16-1 AT+KD step at batch 128 (CIFAR-shaped) in imag
   * parts - the student's plain cross-entropy step plus the teacher's forward, timed separately and added
     (the floor any distillation step pays);
   * attnkit - :meth:`attnkit.engine.Trainer.train_step` (the exact code a run executes) in fp32 / channels_last /
-    bf16 (where the CPU has native bf16) and with the engine's automatic choice; plus KD alone for comparison.
+    bf16 (where the CPU has native bf16) and with the engine's automatic choice (``auto``: on a CPU, the variant
+    its probe measured fastest here, or took from the cache, as a run would); plus KD alone for comparison.
 
 gradat: gradient-based AT (double backprop) against its necessary parts - the student's double-backprop step
 and the teacher's forward + backward for its input gradient, timed separately - and the plain student step.
@@ -166,8 +167,11 @@ def run(device: str = "cpu", repeats: int = 10) -> list[dict]:
 
 
 def _settings(trainer) -> str:
-    decisions = trainer.run.decisions
-    return f"{str(decisions.amp_dtype or 'fp32').removeprefix('torch.')}, channels_last={decisions.channels_last}"
+    """The step's precision and memory format, with where each came from when not set (e.g. measured, cached)."""
+    d = trainer.run.decisions
+    precision = str(d.amp_dtype or "fp32").removeprefix("torch.")
+    return (precision + (f" ({d.precision_source})" if d.precision_source != "set" else "")
+            + f", channels_last={d.channels_last}" + (f" ({d.channels_last_source})" if d.channels_last_source != "set" else ""))
 
 
 def _row(name: str, seconds: float, peak: int | None, plain: float, settings: str) -> dict:

@@ -90,7 +90,7 @@ class RunConfig:
     out: str = "runs/run"  # run directory: config, checkpoints, metrics, final weights
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
-    precision: Precision = "auto"  # auto (bf16 where the device supports it, else fp32) | fp32 | bf16 | fp16
+    precision: Precision = "auto"  # auto (CUDA: bf16 if supported; CPU: bf16 only if measured faster) | fp32 | bf16 | fp16
     channels_last: Literal["auto"] | bool = "auto"  # auto (CUDA: on; CPU: measured once, cached) | true | false
     compile: bool = False  # torch.compile the model (not for double-backprop steps)
     compile_backend: str = "inductor"  # torch.compile backend (inductor = generated kernels; aot_eager = tracing only)

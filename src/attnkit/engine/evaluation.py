@@ -11,7 +11,7 @@ import torch
 from .config import RunConfig
 from .data_setup import data_info, load_splits, make_split_loader
 from .rundir import RunDir, Weights, load_model, load_run_info
-from .runtime import Distributed, resolve_device, resolve_precision
+from .runtime import RECORDED_PRECISIONS, Distributed, resolve_device, resolve_precision
 from .trainer import evaluate
 
 __all__ = ["evaluate_run"]
@@ -65,14 +65,11 @@ def evaluate_run(
     return result
 
 
-_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-
-
 def _recorded_precision(recorded: str | None, device: torch.device) -> tuple[torch.dtype | None, str | None]:
     """(the autocast dtype the run trained and evaluated with, a note when this device cannot use it)."""
-    if recorded not in _PRECISIONS:  # written before runs recorded it: the training default
+    if recorded not in RECORDED_PRECISIONS:  # written before runs recorded it: the training default
         return resolve_precision("auto", device), None
     try:
-        return resolve_precision(_PRECISIONS[recorded], device), None
+        return resolve_precision(RECORDED_PRECISIONS[recorded], device), None
     except ValueError:
         return None, f"the run used {recorded}, which {device} lacks: evaluated in float32, numbers may differ slightly"

@@ -34,6 +34,7 @@ class RunInfo:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments besides num_classes, in_chans
     versions: dict[str, str] = field(default_factory=dict)  # attnkit, torch, numpy, python
     precision: str | None = None  # float32 | bfloat16 | float16: the autocast dtype trained with
+    precision_source: str | None = None  # where that came from: set | cuda | no-bf16 | cached | measured (None: older)
     channels_last: bool | None = None  # memory format trained in
     channels_last_source: str | None = None  # where that came from: set | cuda | cached | measured
     teacher_sha256: str | None = None  # SHA-256 of the teacher's weights file (distillation from a file or run)
@@ -83,6 +84,7 @@ _INFO_TYPES: dict[str, tuple[Any, str]] = {
     "model_kwargs": (lambda v: isinstance(v, dict), "an object of builder arguments"),
     "versions": (lambda v: isinstance(v, dict), "an object"),
     "precision": (lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
+    "precision_source": (lambda v: isinstance(v, str), "a string"),
     "channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "channels_last_source": (lambda v: isinstance(v, str), "a string"),
     "teacher_sha256": (lambda v: isinstance(v, str) and len(v) == 64, "a SHA-256 hex digest"),

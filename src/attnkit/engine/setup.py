@@ -14,8 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from .checkpoint import check_state_dict, library_versions, restore_rng_state
 from .config import ConfigError, RunConfig
 from .data_setup import DataSource, build_loaders, load_data
 from .layer_pairs import layer_pairs
-from .memory_format import Source, choose_channels_last
+from .memory_format import ProbeStep, Source, choose_step_format
 from .model_checks import check_forward
 from .objective import Objective
 from .optim import build_optimizer, build_scheduler
@@ -47,7 +46,7 @@ from .rundir import (
     qualified_name,
     weights_file,
 )
-from .runtime import Distributed, autocast, resolve_device, resolve_precision, seed_everything
+from .runtime import RECORDED_PRECISIONS, Distributed, autocast, precision_candidates, resolve_device, seed_everything
 from .state_files import file_sha256
 from .terms import TermPlan, plan_terms
 
@@ -62,6 +61,7 @@ class Decisions:
     amp_dtype: torch.dtype | None  # autocast dtype (None = plain fp32)
     channels_last: bool  # memory format of the models and of every batch the loaders emit
     channels_last_source: Source  # set | cuda | cached | measured | checkpoint (see .memory_format)
+    precision_source: Source  # set | cuda | no-bf16 | cached | measured | checkpoint
 
     @property
     def precision(self) -> str:
@@ -313,31 +313,32 @@ def _decide(
 ) -> Decisions:
     """Precision and memory format; a resumed run keeps those it started with (the same arithmetic, the same bits)."""
     state = saved[1] if saved else {}
-    if "precision" in state:
-        amp_dtype = resolve_precision({"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[state["precision"]], device)
-    else:
-        amp_dtype = resolve_precision(config.precision, device)
-    if "channels_last" in state:
-        source = run_dir.info().channels_last_source or "checkpoint"
-        return Decisions(plan, amp_dtype, bool(state["channels_last"]), source)
-
+    precision = RECORDED_PRECISIONS[state["precision"]] if "precision" in state else config.precision
+    channels_last = bool(state["channels_last"]) if "channels_last" in state else config.channels_last
+    precision_candidates(precision, device)  # a precision the device lacks fails on every rank alike
     identity = {"model": f"{type(student).__module__}.{type(student).__qualname__}" if custom else config.model.name,
-                "model_kwargs": {} if custom else config.model.kwargs,
-                "precision": str(amp_dtype or torch.float32), "step": plan.step_kind}
+                "model_kwargs": {} if custom else config.model.kwargs, "step": plan.step_kind}
     choice = None
     if dist.is_main:  # one rank decides (measuring at most once per machine and model); the others follow
-        choice = choose_channels_last(config.channels_last, device, student, data_info["input_size"],
-                                      config.data.batch_size, probe_step(plan, device, amp_dtype), identity)
-    channels_last, source = dist.broadcast_object(choice)
-    return Decisions(plan, amp_dtype, bool(channels_last), source)
+        choice = choose_step_format(precision, channels_last, device, student, data_info["input_size"],
+                                    config.data.batch_size, probe_step(plan, device), identity)
+    choice = dist.broadcast_object(choice)
+    if state:  # resumed: what the run recorded at its start (a run older than that record: "checkpoint")
+        info = run_dir.info()
+        if "precision" in state:
+            choice = replace(choice, precision_source=info.precision_source or "checkpoint")
+        if "channels_last" in state:
+            choice = replace(choice, channels_last_source=info.channels_last_source or "checkpoint")
+    return Decisions(plan, choice.amp_dtype, choice.channels_last, choice.channels_last_source, choice.precision_source)
 
 
-def probe_step(plan: TermPlan, device: torch.device, amp_dtype: torch.dtype | None) -> Callable[[nn.Module, Tensor], None]:
-    """A training step of the kind ``plan`` takes, to time a memory format: plain, or double backprop (any term
-    whose loss holds a gradient of the student: input gradients or class maps), where channels_last measured 2x
-    slower. The double-backprop probe trains through an input gradient, whatever the term."""
+def probe_step(plan: TermPlan, device: torch.device) -> ProbeStep:
+    """A training step of the kind ``plan`` takes, under a given autocast dtype, to time a precision and memory
+    format: plain, or double backprop (any term whose loss holds a gradient of the student: input gradients or
+    class maps), where channels_last measured 2x slower. The double-backprop probe trains through an input
+    gradient, whatever the term."""
 
-    def step(model: nn.Module, x: Tensor) -> None:
+    def step(model: nn.Module, x: Tensor, amp_dtype: torch.dtype | None) -> None:
         with autocast(device, amp_dtype):
             if plan.double_backprop:
                 grad, logits = AF.input_gradient(model, x, create_graph=True, return_logits=True)
@@ -371,7 +372,8 @@ def _run_info(config: RunConfig, data: DataSource, model: nn.Module, custom: boo
     return RunInfo.from_dict({
         **data.info, "model": None if custom else config.model.name, "model_class": qualified_name(model),
         "model_kwargs": config.model.kwargs, "versions": library_versions(), "precision": decisions.precision,
-        "channels_last": decisions.channels_last, "channels_last_source": decisions.channels_last_source,
+        "precision_source": decisions.precision_source, "channels_last": decisions.channels_last,
+        "channels_last_source": decisions.channels_last_source,
         "teacher_sha256": teacher_sha256,
     })
 

@@ -119,6 +119,7 @@ class Trainer:
             "objective": run.objective.state_dict(), "rng": rng_state(), "best": self.best, "elapsed": self.elapsed,
             "partial_sums": partial_sums, "channels_last": run.decisions.channels_last,
             "precision": run.decisions.precision,
+            "precision_source": run.decisions.precision_source,
         }
         run.run_dir.save_checkpoint(run.model, run.info, state, epoch, step)
 
@@ -249,6 +250,7 @@ class Trainer:
             "train_time_s": self.elapsed,
             "train_images_per_s": total_images / max(sum(r["time_s"] for r in records), 1e-9) if records else None,
             "precision": run.decisions.precision,
+            "precision_source": run.decisions.precision_source,
             "channels_last": run.decisions.channels_last,
             "channels_last_source": run.decisions.channels_last_source,
             "world_size": run.dist.world_size,
