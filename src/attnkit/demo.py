@@ -7,10 +7,10 @@ Table 1 of Zagoruyko & Komodakis (2017) (mean and spread over the seeds); and wr
 curves, the students' and the teacher's attention maps side by side, and how well each model's attention
 finds the digit (pointing game, energy inside the box).
 
-The methods are labels of :data:`attnkit.engine.methods.METHODS` (any of them with ``--methods``). The runs are
-independent processes, one thread each, run ``workers`` at a time: on a small CPU that beats one process with
-several threads, whose OpenMP threads spin when the cores are busy. A student whose method needs no teacher (the
-student trained alone) runs while the teacher trains. ``attnkit study`` (:mod:`attnkit.study`) plans and runs its
+The methods are labels of :data:`attnkit.engine.methods.METHODS` (any of them with ``--methods``). The teacher
+trains first, alone, with ``workers`` threads; then the students run as independent processes, one thread each,
+``workers`` at a time: for such small networks that beats one process with several threads, whose OpenMP
+threads spin when the cores are busy. ``attnkit study`` (:mod:`attnkit.study`) plans and runs its
 jobs with the same functions (:func:`plan_jobs`, :func:`run_jobs`).
 """
 
@@ -22,7 +22,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,7 +83,6 @@ def _run_config(plan: TrainingPlan, out: Path, model: str, kwargs: dict[str, Any
 class Job:
     name: str  # "teacher", or "<method> seed <s>"
     config: dict[str, Any]
-    needs_teacher: bool
     method: str = "teacher"  # label of METHODS, or "teacher"
 
     @property
@@ -126,8 +125,8 @@ def plan_jobs(plan: TrainingPlan, root: Path, teacher: bool | None = None) -> li
     teacher_out = root / "teacher"
     if teacher is None:
         teacher = any(METHODS[m].needs_teacher for m in plan.methods)
-    jobs = [Job("teacher", _run_config(plan, teacher_out, plan.teacher, {}, plan.teacher_epochs, plan.seeds[0], {}),
-                False)] if teacher else []
+    jobs = [Job("teacher", _run_config(plan, teacher_out, plan.teacher, {}, plan.teacher_epochs, plan.seeds[0], {}))
+            ] if teacher else []
     for method in plan.methods:
         needs_teacher = METHODS[method].needs_teacher
         settings = _short_run_settings(method_values(method)["distill"], plan.student_epochs)
@@ -136,7 +135,7 @@ def plan_jobs(plan: TrainingPlan, root: Path, teacher: bool | None = None) -> li
         for seed in plan.seeds:
             config = _run_config(plan, root / f"{slug}-seed{seed}", plan.student, plan.student_kwargs,
                                  plan.student_epochs, seed, distill)
-            jobs.append(Job(f"{method} seed {seed}", config, needs_teacher, method))
+            jobs.append(Job(f"{method} seed {seed}", config, method))
     return jobs
 
 
@@ -176,10 +175,10 @@ def plan_from_arguments(plan: TrainingPlan, args: argparse.Namespace) -> Trainin
     return plan
 
 
-def _worker_init() -> None:
+def _worker_init(threads: int = 1) -> None:
     import torch
 
-    torch.set_num_threads(1)  # one thread per run; `workers` runs share the cores
+    torch.set_num_threads(threads)  # the teacher alone: every core; the students: one thread each, side by side
 
 
 def train_job(config: dict[str, Any]) -> dict[str, Any]:
@@ -225,38 +224,43 @@ def _count_lines(path: Path) -> int:
 
 def run_jobs(jobs: list[Job], workers: int, progress: Progress, what: str = "demo",
              task: Callable[..., dict[str, Any]] = train_job, args: tuple = ()) -> dict[str, dict[str, Any]]:
-    """Run ``task(job.config, *args)`` for every job in spawned processes of one thread, at most ``workers`` at a
-    time; the jobs that need the teacher start once it is done. Returns {job name: what the task returned (a
-    dictionary with train()'s summary keys)}. ``task`` must be a module-level function (it is pickled)."""
-    waiting = [j for j in jobs if j.needs_teacher]
-    ready = [j for j in jobs if not j.needs_teacher]
+    """Run ``task(job.config, *args)`` for every job in spawned processes; returns {job name: what the task
+    returned (a dictionary with train()'s summary keys)}. ``task`` must be a module-level function (it is pickled).
+
+    The teacher, which the distillation jobs wait for, runs first and alone with ``workers`` threads (1.7x one
+    thread for WRN-16-1 on 2 cores); then every other job runs in a process of one thread, ``workers`` at a time
+    (the students are too small for threads to pay). So no core idles while the others wait for the teacher.
+    """
+    summaries: dict[str, dict[str, Any]] = {}
+    teacher = [j for j in jobs if j.name == "teacher"]
+    students = [j for j in jobs if j.name != "teacher"]
+    if teacher:
+        summaries |= _run_phase(teacher, 1, workers, progress, what, task, args)
+    if students:
+        summaries |= _run_phase(students, workers, 1, progress, what, task, args)
+    progress.poll()
+    return summaries
+
+
+def _run_phase(jobs: list[Job], processes: int, threads: int, progress: Progress, what: str,
+               task: Callable[..., dict[str, Any]], args: tuple) -> dict[str, dict[str, Any]]:
     summaries: dict[str, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or hooks
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        running: dict[Future, Job] = {}
-
-        def submit(job: Job) -> None:
-            running[pool.submit(task, job.config, *args)] = job
-
-        for job in ready:
-            submit(job)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        running = {pool.submit(task, job.config, *args): job for job in jobs}
         while running:
             done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             progress.poll()
             for future in done:
                 job = running.pop(future)
                 try:
-                    summaries[job.name] = future.result()
+                    summaries[job.name] = summary = future.result()
                 except Exception as err:
                     pool.shutdown(wait=False, cancel_futures=True)  # say so now, not after the queued runs
                     raise RuntimeError(f"{what} run '{job.name}' failed: {err}; see {job.out / 'train.log'}") from err
-                summary = summaries[job.name]
                 progress.say(f"  {job.name:<14} test error {100 - summary['last']['top1']:5.2f}%   "
                              f"({summary['train_time_s']:.0f} s training, {job.out})")
-                if job.name == "teacher":
-                    for waiting_job in waiting:
-                        submit(waiting_job)
-    progress.poll()
     return summaries
 
 
