@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the main job: teacher, student alone / AT / KD / AT+KD on cluttered-mnist, table and report",
         description="Train a teacher and small students (alone, with AT, KD, AT+KD) on the embedded cluttered-mnist, "
                     "print their errors in the layout of the AT paper's Table 1 and write an HTML report. "
-                    "About 3-4 minutes on 2 CPU cores.")
+                    "About 3 to 5 minutes on 2 CPU cores.")
     add_plan_arguments(demo, "demo", DemoConfig(), "report")
     demo.set_defaults(func=_demo)
 
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a teacher and, per method of the distillation table and seed, the same small student on "
                     "the embedded cluttered-mnist; then score every model's activation maps and Grad-CAM (pointing "
                     "game, energy in the box, deletion) and their agreement with the teacher's, and write one table "
-                    "(mean ± std over seeds) to study.md and study.json.")
+                    "(mean ± std over seeds) to study.md and study.json. Up to about 15 minutes on 2 CPU cores.")
     add_study_arguments(study)
     study.set_defaults(func=_study)
 
