@@ -181,3 +181,21 @@ def test_the_usual_seed_count_is_stated_once_and_another_count_in_its_cell():
     text = format_results_table([row])
     assert "mean +- std over 2 seeds" in text.splitlines()[0]
     assert "10.00 +- 1.41  " in text and "7.00 +- 1.00 (3 seeds)" in text and text.rstrip().endswith("5.00")
+
+
+def test_every_string_from_a_run_is_escaped_in_the_page(demo_dir, tmp_path):
+    """Run directories, model names and config values come from files anyone may send: none reaches the page as
+    markup."""
+    import shutil
+
+    import yaml
+
+    hostile = '<img src=x onerror="alert(1)">'
+    run = tmp_path / hostile
+    shutil.copytree(demo_dir / "student-seed0", run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["kwargs"]["note"] = "</pre><script>alert(2)</script>"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = write_report([run], tmp_path / "report", maps=False, title="<b>report</b>").read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "<b>report</b>" not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page and "&lt;/pre&gt;&lt;script&gt;" in page
