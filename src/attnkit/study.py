@@ -239,15 +239,15 @@ def run_study(study: StudyConfig | None = None) -> Path:
     rows = [{"method": method, "runs": sum(r["method"] == method for r in records),
              "cells": {key: summarize([r[key] for r in records if r["method"] == method]) for key, _, _ in COLUMNS}}
             for method in order]
-    wall = time.perf_counter() - started
+    wall, machine = time.perf_counter() - started, _machine()
     table = markdown_table(rows)
     caption = (f"{study.data}: {study.student} {study.student_kwargs} students ({study.student_epochs} epochs), "
                f"{study.teacher} teacher ({study.teacher_epochs} epochs), "
                f"{'all' if study.train_limit is None else study.train_limit} training images; mean ± std over seeds "
-               f"{study.seeds}; map metrics on {study.images} test images; {wall:.0f} s on {_machine()['cores']} cores")
+               f"{study.seeds}; map metrics on {study.images} test images; {wall:.0f} s on {machine['cores']} cores")
     (root / "study.md").write_text(f"{caption}\n\n{table}\n")
     payload = {"config": {**asdict(study), "out": str(root)}, "columns": [{"key": k, "title": t} for k, t, _ in COLUMNS],
-               "rows": rows, "runs": records, "wall_time_s": wall, "machine": _machine(),
+               "rows": rows, "runs": records, "wall_time_s": wall, "machine": machine,
                "load_average": {"start": load_before, "end": _load_average()}}
     (root / "study.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     print(f"\n{caption}\n\n{table}\n\nwrote {root / 'study.md'} and {root / 'study.json'}; done in {wall:.0f} s")

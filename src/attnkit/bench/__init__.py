@@ -27,20 +27,15 @@ SUITES: dict[str, tuple[Callable[..., list[dict]], list[tuple[str, str, str]], s
 
 def hardware() -> dict:
     """What the figures were measured on."""
-    info = {
+    from ..engine.runtime import cpu_model
+
+    return {
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
-    except OSError:
-        pass
-    return info
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str | Callable[[dict], str]]]) -> str:

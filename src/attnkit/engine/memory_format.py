@@ -29,7 +29,6 @@ import hashlib
 import itertools
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import torch
 from torch import nn
 
 from .checkpoint import write_json
-from .runtime import Precision, precision_candidates
+from .runtime import Precision, cpu_model, precision_candidates
 
 try:  # POSIX; elsewhere runs are not locked against each other (the choice is still cached)
     import fcntl
@@ -178,7 +177,7 @@ def _cached(entry: object, variants: list[Variant]) -> Variant | None:
 def _cache_key(model: nn.Module, input_size, batch_size: int, key_parts: dict[str, object]) -> str:
     # The module tree's repr names every layer and its shape: the architecture, whatever built it.
     architecture = hashlib.sha256(repr(model).encode()).hexdigest()[:16]
-    parts = {"cpu": _cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    parts = {"cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
              "architecture": architecture, "input_size": list(input_size), "batch_size": min(32, batch_size),
              **_describe(key_parts)}
     return json.dumps(parts, sort_keys=True)
@@ -187,17 +186,6 @@ def _cache_key(model: nn.Module, input_size, batch_size: int, key_parts: dict[st
 def _describe(parts: dict[str, object]) -> dict[str, object]:
     """``parts`` as JSON values (anything JSON cannot hold, e.g. a dtype, as its text)."""
     return json.loads(json.dumps(parts, default=str))
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _read(path: Path) -> dict[str, dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 import time
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ __all__ = [
     "Precision",
     "autocast",
     "bf16_supported",
+    "cpu_model",
     "parse_device",
     "precision_candidates",
     "resolve_device",
@@ -73,6 +75,18 @@ def parse_device(spec: str) -> torch.device:
         return torch.device(spec)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or another torch device type, got {spec!r}") from None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: what a measurement was taken on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def bf16_supported(device: torch.device) -> bool:
