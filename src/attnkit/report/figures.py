@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from .results import RunRecord, method_rank  # noqa: E402
+from .results import RunRecord, method_rank, run_group, teacher_keys  # noqa: E402
 
 __all__ = ["CURVES_CAPTION", "curves_figure", "plot_curves"]
 
@@ -34,22 +34,18 @@ CURVES_CAPTION = ("Colour: method; line style: seed (legends on the right). Trai
                   "Test error % is the unit of the tables above.")
 
 
-def _group(run: RunRecord, teachers: set[str]) -> str:
-    return "teacher" if run.key in teachers else run.method
-
-
 def curves_figure(runs: Sequence[RunRecord]) -> Figure:
     """Training loss (log scale where it spans more than a factor of 10) and test error % per epoch, one line per
     run (colour = method, style = seed), with a legend of each outside the axes."""
-    teachers = {r.teacher for r in runs if r.teacher}
-    groups = sorted({_group(r, teachers) for r in runs}, key=method_rank)
+    teachers = teacher_keys(runs)
+    groups = sorted({run_group(r, teachers) for r in runs}, key=method_rank)
     colours = {group: plt.get_cmap("tab10")(i % 10) for i, group in enumerate(groups)}
     seeds = sorted({r.seed for r in runs})
     style = {seed: (_STYLES[i % len(_STYLES)], _MARKERS[i % len(_MARKERS)]) for i, seed in enumerate(seeds)}
     figure, (loss_ax, error_ax) = plt.subplots(1, 2, figsize=_SIZE, dpi=_DPI, layout="constrained")
     for run in runs:
         line, marker = style[run.seed]
-        group = _group(run, teachers)
+        group = run_group(run, teachers)
         common = dict(color=colours[group], linestyle=line, marker=marker, markersize=4, linewidth=1.6,
                       zorder=3 if group == "teacher" else 2)  # the reference stays visible over the students
         epochs = [m["epoch"] for m in run.metrics]

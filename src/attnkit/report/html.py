@@ -23,7 +23,16 @@ import yaml
 from ..explain.maps import METRIC_COLUMNS
 from ..validation import check_int
 from .figures import CURVES_CAPTION, plot_curves
-from .results import RunRecord, format_cell, load_runs, method_rank, results_table, usual_seeds
+from .results import (
+    RunRecord,
+    format_cell,
+    load_runs,
+    method_rank,
+    results_table,
+    run_group,
+    teacher_keys,
+    usual_seeds,
+)
 
 __all__ = ["MAX_ROWS", "plot_curves", "representative_runs", "sorted_runs", "write_report"]
 
@@ -85,16 +94,16 @@ def _order(run: RunRecord, teachers: set[str]) -> tuple[Any, ...]:
 
 
 def sorted_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
-    teachers = {r.teacher for r in runs if r.teacher}
+    teachers = teacher_keys(runs)
     return sorted(runs, key=lambda r: _order(r, teachers))
 
 
 def representative_runs(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
     """The runs whose maps are compared: each teacher, then the lowest-seed run of every method, in table order."""
-    teachers = {r.teacher for r in runs if r.teacher}
+    teachers = teacher_keys(runs)
     chosen: dict[str, RunRecord] = {}
     for run in sorted_runs(runs):
-        label = "teacher" if run.key in teachers else run.method
+        label = run_group(run, teachers)
         if label == "teacher" and len(teachers) > 1:
             label = f"teacher {run.model}"
         chosen.setdefault(label, run)
@@ -141,7 +150,7 @@ def _results_section(runs: Sequence[RunRecord]) -> str:
 
 
 def _runs_section(runs: Sequence[RunRecord]) -> str:
-    teachers = {r.teacher for r in runs if r.teacher}
+    teachers = teacher_keys(runs)
     rows = []
     for run in runs:
         best = run.summary.get("best", {})
@@ -233,7 +242,7 @@ def _score(value: float | None) -> str:
 
 
 def _config_section(runs: Sequence[RunRecord]) -> str:
-    teachers = {r.teacher for r in runs if r.teacher}
+    teachers = teacher_keys(runs)
     parts = []
     for run in runs:
         text = yaml.safe_dump(run.config, sort_keys=False)

@@ -21,7 +21,7 @@ from ..engine.methods import METHODS, term_labels
 from ..engine.rundir import RunDir
 
 __all__ = ["RunRecord", "TABLE1_METHODS", "format_cell", "format_results_table", "load_runs", "method_label",
-           "method_rank", "results_table", "summarize", "usual_seeds"]
+           "method_rank", "results_table", "run_group", "summarize", "teacher_keys", "usual_seeds"]
 
 # Column order of the paper's Table 1; the other methods go before the teacher (method_rank).
 TABLE1_METHODS = ("student", "F-ActT", "AT", "KD", "AT+KD", "teacher")
@@ -91,6 +91,16 @@ class RunRecord:
         return None if last is None else last["top1"]
 
 
+def teacher_keys(runs: Iterable[RunRecord]) -> set[str]:
+    """The resolved directories of the runs that runs among ``runs`` distilled from (:attr:`RunRecord.key`)."""
+    return {r.teacher for r in runs if r.teacher}
+
+
+def run_group(run: RunRecord, teachers: set[str]) -> str:
+    """"teacher" for a run others distilled from (``teachers``: :func:`teacher_keys`), else its method label."""
+    return "teacher" if run.key in teachers else run.method
+
+
 def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     """Read finished runs (config.yaml, summary.json, metrics.jsonl, run.json); raise for a directory that is not one."""
     runs = []
@@ -126,7 +136,7 @@ def results_table(runs: Sequence[RunRecord], metric: str = "error") -> list[dict
     """
     value = (lambda r: 100.0 - r.last_top1) if metric == "error" else (lambda r: r.last_top1)
     by_path = {r.key: r for r in runs}
-    teachers = {r.teacher for r in runs if r.teacher}
+    teachers = teacher_keys(runs)
     rows: dict[tuple[str, str], dict[str, list[float]]] = {}
     for run in runs:
         if run.teacher is None or run.last_top1 is None:
