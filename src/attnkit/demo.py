@@ -34,8 +34,8 @@ from .engine import RunConfig, RunDir, config_from_dict, config_to_dict
 from .engine.methods import METHODS, method_values
 from .engine.run_log import progress_enabled
 
-__all__ = ["DemoConfig", "Job", "Progress", "TrainingPlan", "add_plan_arguments", "new_root", "plan_from_arguments",
-           "plan_jobs", "run_demo", "run_jobs", "train_job"]
+__all__ = ["DemoConfig", "Job", "TrainingPlan", "add_plan_arguments", "describe_plan", "new_root",
+           "plan_from_arguments", "plan_jobs", "run_demo", "run_jobs", "train_job"]
 
 
 @dataclass
@@ -222,8 +222,8 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def run_jobs(jobs: list[Job], workers: int, progress: Progress, what: str = "demo",
-             task: Callable[..., dict[str, Any]] = train_job, args: tuple = ()) -> dict[str, dict[str, Any]]:
+def run_jobs(jobs: list[Job], workers: int, what: str = "demo", task: Callable[..., dict[str, Any]] = train_job,
+             args: tuple = ()) -> dict[str, dict[str, Any]]:
     """Run ``task(job.config, *args)`` for every job in spawned processes; returns {job name: what the task
     returned (a dictionary with train()'s summary keys)}. ``task`` must be a module-level function (it is pickled).
 
@@ -234,12 +234,22 @@ def run_jobs(jobs: list[Job], workers: int, progress: Progress, what: str = "dem
     summaries: dict[str, dict[str, Any]] = {}
     teacher = [j for j in jobs if j.name == "teacher"]
     students = [j for j in jobs if j.name != "teacher"]
-    if teacher:
-        summaries |= _run_phase(teacher, 1, workers, progress, what, task, args)
-    if students:
-        summaries |= _run_phase(students, workers, 1, progress, what, task, args)
-    progress.poll()
+    progress = Progress(jobs, what)
+    try:
+        if teacher:
+            summaries |= _run_phase(teacher, 1, workers, progress, what, task, args)
+        if students:
+            summaries |= _run_phase(students, workers, 1, progress, what, task, args)
+        progress.poll()
+    finally:
+        progress.close()
     return summaries
+
+
+def describe_plan(plan: TrainingPlan, jobs: list[Job], what: str) -> str:
+    """The line a demo or study starts with: its runs, data, models, methods, seeds and workers."""
+    return (f"attnkit {what}: {len(jobs)} runs on {plan.data} ({plan.teacher} teacher, {plan.student} "
+            f"{plan.student_kwargs} students: {', '.join(plan.methods)} x seeds {plan.seeds}), {plan.workers} at a time")
 
 
 def _run_phase(jobs: list[Job], processes: int, threads: int, progress: Progress, what: str,
@@ -271,13 +281,8 @@ def run_demo(demo: DemoConfig | None = None) -> Path:
     demo = demo or DemoConfig()
     jobs = plan_jobs(demo, root := new_root(demo.out, "demo"))
     started = time.perf_counter()
-    print(f"attnkit demo: {len(jobs)} runs on {demo.data} ({demo.teacher} teacher, {demo.student} "
-          f"{demo.student_kwargs} students: {', '.join(demo.methods)} x seeds {demo.seeds}), {demo.workers} at a time")
-    progress = Progress(jobs)
-    try:
-        run_jobs(jobs, demo.workers, progress)
-    finally:
-        progress.close()
+    print(describe_plan(demo, jobs, "demo"))
+    run_jobs(jobs, demo.workers)
     runs = load_runs(j.out for j in jobs)
     table = results_table(runs)
     text = format_results_table(table)

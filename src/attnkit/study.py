@@ -54,9 +54,9 @@ from torch import Tensor
 from . import __version__
 from ._files import json_safe
 from .demo import (
-    Progress,
     TrainingPlan,
     add_plan_arguments,
+    describe_plan,
     new_root,
     plan_from_arguments,
     plan_jobs,
@@ -216,14 +216,8 @@ def run_study(study: StudyConfig | None = None) -> Path:
         study = replace(study, images=loaded.images.shape[0])
     jobs = plan_jobs(study, root := new_root(study.out, "study"), teacher=True)  # its maps: the agreement
     started, load_before = time.perf_counter(), _load_average()
-    print(f"attnkit study: {len(jobs)} runs on {study.data} ({study.teacher} teacher, {study.student} "
-          f"{study.student_kwargs} students: {', '.join(study.methods)} x seeds {study.seeds}), {study.workers} at a "
-          f"time; map metrics on {study.images} test images")
-    progress = Progress(jobs, "study")
-    try:
-        results = run_jobs(jobs, study.workers, progress, "study", _measure_job, (study.images,))
-    finally:
-        progress.close()
+    print(f"{describe_plan(study, jobs, 'study')}; map metrics on {study.images} test images")
+    results = run_jobs(jobs, study.workers, "study", _measure_job, (study.images,))
     teacher_maps = {k: torch.from_numpy(v) for k, v in results["teacher"]["study"]["maps"].items()}
     records = []
     for job in jobs:
