@@ -84,18 +84,27 @@ def test_with_batch_norm_each_gradient_term_matches_its_definition_and_stats_mov
     assert not torch.allclose(joint[:8], g_x, rtol=1e-3)  # which the batch statistics moved
 
 
-def test_running_statistics_see_each_training_batch_once():
+def twin_wrns_and_a_batch():
+    """Two WRN-10-0.5 with equal weights (one to distil, one to run x alone) and a batch (x, y)."""
     from attnkit.models import create_model
 
     torch.manual_seed(0)
     student = create_model("wrn", depth=10, width=0.5, num_classes=5)
     reference = create_model("wrn", depth=10, width=0.5, num_classes=5)
     reference.load_state_dict(student.state_dict())
-    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+    return student, reference, torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+
+
+def assert_equal_states(model, reference):
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_running_statistics_see_each_training_batch_once():
+    student, reference, x, y = twin_wrns_and_a_batch()
     Objective(plan_terms(DistillConfig(flip_beta=1.0)), student.train())(student, None, x, y)
     reference.train()(x)
-    for (name, a), b in zip(student.state_dict().items(), reference.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_equal_states(student, reference)
 
 
 def test_schedule_factors_weigh_every_term_and_the_ce_mixture():
@@ -121,17 +130,10 @@ def test_schedule_factors_weigh_every_term_and_the_ce_mixture():
 
 def test_flipped_pass_leaves_the_running_statistics_of_a_sync_bn_converted_model_alone():
     """sync_bn converts the student after the objective is built: the flipped pass must use the new norm layers."""
-    from attnkit.models import create_model
-
-    torch.manual_seed(0)
-    student = create_model("wrn", depth=10, width=0.5, num_classes=5)
-    reference = create_model("wrn", depth=10, width=0.5, num_classes=5)
-    reference.load_state_dict(student.state_dict())
-    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+    student, reference, x, y = twin_wrns_and_a_batch()
     objective = Objective(plan_terms(DistillConfig(flip_beta=1.0)), student.train())
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)  # new modules (no process group: plain BN)
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
     objective(converted, None, x, y)
     reference.train()(x)
-    for (name, a), b in zip(converted.state_dict().items(), reference.state_dict().values()):
-        assert torch.equal(a, b), name  # running statistics moved once, by x alone
+    assert_equal_states(converted, reference)  # running statistics moved once, by x alone
